@@ -1,0 +1,1 @@
+"""Synco's command line: one module per command."""

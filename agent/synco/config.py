@@ -1,0 +1,305 @@
+"""Load a backup script from TOML, naming every problem by key path and line."""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synco.errors import ConfigError
+from synco.model import (
+    DEFAULT_RSYNC_ARGUMENTS,
+    CommandHandler,
+    Direction,
+    Directory,
+    Event,
+    Events,
+    Handler,
+    Method,
+    Role,
+    Script,
+    Server,
+    Side,
+)
+from synco.problems import Problem
+from synco.toml_lines import key_lines, line_of
+from synco.validation import validate
+
+TOP_KEYS = ("master", "description", "method", "servers", "directories", "events")
+METHOD_KEYS = ("name", "direction", "arguments", "events")
+SERVER_KEYS = (
+    "host",
+    "root",
+    "user",
+    "port",
+    "identity_file",
+    "ssh_options",
+    "priority",
+    "role",
+    "mountpoint",
+    "events",
+)
+DIRECTORY_KEYS = ("path", "arguments", "events")
+HANDLER_KEYS = ("run", "on")
+
+
+@dataclass
+class _Reader:
+    """Typed access to a parsed TOML document that records problems instead of raising."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, key: str, message: str) -> None:
+        self.problems.append(Problem(key, message))
+
+    def keys(self, key: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+        for name in table:
+            if name not in allowed:
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
+                self.problem(_join(key, name), f"unknown key{hint}")
+
+    def string(self, key: str, table: dict[str, Any], name: str, required: bool = False) -> str | None:
+        value = table.get(name)
+        if value is None:
+            if required:
+                self.problem(_join(key, name), "is required")
+            return None
+        if not isinstance(value, str):
+            self.problem(_join(key, name), f"must be a string, not {_kind(value)}")
+            return None
+        return value
+
+    def integer(self, key: str, table: dict[str, Any], name: str) -> int | None:
+        value = table.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(_join(key, name), f"must be an integer, not {_kind(value)}")
+            return None
+        return value
+
+    def strings(self, key: str, table: dict[str, Any], name: str) -> tuple[str, ...] | None:
+        value = table.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.problem(_join(key, name), f"must be an array of strings, not {_kind(value)}")
+            return None
+        return tuple(value)
+
+    def table(self, key: str, table: dict[str, Any], name: str) -> dict[str, Any] | None:
+        value = table.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            self.problem(_join(key, name), f"must be a table, not {_kind(value)}")
+            return None
+        return value
+
+    def choice(self, key: str, table: dict[str, Any], name: str, choices: tuple[str, ...]) -> str | None:
+        value = self.string(key, table, name)
+        if value is not None and value not in choices:
+            self.problem(_join(key, name), f"{value!r} is not one of: {', '.join(choices)}")
+            return None
+        return value
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _kind(value: object) -> str:
+    kinds = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a float",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return kinds.get(type(value), type(value).__name__)
+
+
+def load_script(path: str | Path) -> Script:
+    """Read and check a TOML backup script; ConfigError lists every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read backup script {str(path)!r}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from error
+    script, problems = parse_script(text, source=str(path))
+    if problems or script is None:
+        raise ConfigError(
+            f"{path}: {len(problems)} problem(s) in the backup script", tuple(map(str, problems))
+        )
+    return script
+
+
+def parse_script(text: str, source: str | None = None) -> tuple[Script | None, list[Problem]]:
+    """The script and the problems found in TOML `text` (script is None when unusable)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        return None, [Problem("", f"not valid TOML: {error}")]
+    reader = _Reader()
+    script = _build_script(reader, data, source)
+    problems = reader.problems
+    if script is not None and not problems:
+        problems = validate(script)
+    lines = key_lines(text)
+    located = [Problem(p.key, p.message, line_of(p.key, lines)) for p in problems]
+    return (script if not located else None), located
+
+
+def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> Script | None:
+    reader.keys("", data, TOP_KEYS)
+    master = reader.string("", data, "master", required=True)
+    reader.string("", data, "description")
+    method = _build_method(reader, reader.table("", data, "method") or {})
+    servers = list(_build_servers(reader, data))
+    directories = list(_build_directories(reader, data))
+    events = _build_events(reader, "events", data)
+    if master is None:
+        return None
+    return Script(
+        servers=tuple(servers),
+        directories=tuple(directories),
+        master=master,
+        method=method,
+        events=events,
+        source=source,
+    )
+
+
+def _build_method(reader: _Reader, table: dict[str, Any]) -> Method:
+    reader.keys("method", table, METHOD_KEYS)
+    name = reader.string("method", table, "name") or "rsync"
+    direction = reader.choice("method", table, "direction", tuple(d.value for d in Direction))
+    arguments = reader.strings("method", table, "arguments")
+    return Method(
+        name=name,
+        direction=Direction(direction or Direction.PUSH),
+        arguments=DEFAULT_RSYNC_ARGUMENTS if arguments is None else arguments,
+        events=_build_events(reader, "method.events", table),
+    )
+
+
+def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
+    servers = reader.table("", data, "servers")
+    if servers is None:
+        if "servers" not in data:
+            reader.problem("servers", "is required: add a [servers.NAME] table for each server")
+        return
+    for name, table in servers.items():
+        key = f"servers.{name}"
+        if not isinstance(table, dict):
+            reader.problem(key, f"must be a table, not {_kind(table)}")
+            continue
+        reader.keys(key, table, SERVER_KEYS)
+        root = reader.string(key, table, "root", required=True)
+        role = reader.choice(key, table, "role", tuple(r.value for r in Role))
+        events = _build_events(reader, f"{key}.events", table)
+        server = Server(
+            name=name,
+            root=root or "/",
+            host=reader.string(key, table, "host"),
+            user=reader.string(key, table, "user"),
+            port=reader.integer(key, table, "port"),
+            identity_file=reader.string(key, table, "identity_file"),
+            ssh_options=reader.strings(key, table, "ssh_options") or (),
+            priority=_default(reader.integer(key, table, "priority"), 100),
+            role=Role(role or Role.REPLICA),
+            mountpoint=reader.string(key, table, "mountpoint"),
+            events=events,
+        )
+        if root is not None:
+            yield server
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _build_directories(reader: _Reader, data: dict[str, Any]) -> Iterator[Directory]:
+    directories = data.get("directories")
+    if directories is None:
+        reader.problem("directories", "is required: add a [[directories]] table for each directory")
+        return
+    if not isinstance(directories, list):
+        reader.problem(
+            "directories", f"must be an array of tables ([[directories]]), not {_kind(directories)}"
+        )
+        return
+    for index, table in enumerate(directories):
+        key = f"directories[{index}]"
+        if isinstance(table, str):
+            table = {"path": table}
+        if not isinstance(table, dict):
+            reader.problem(key, f"must be a table or a path string, not {_kind(table)}")
+            continue
+        reader.keys(key, table, DIRECTORY_KEYS)
+        path = reader.string(key, table, "path", required=True)
+        arguments = reader.strings(key, table, "arguments") or ()
+        events = _build_events(reader, f"{key}.events", table)
+        if path is not None:
+            yield Directory(path=path, arguments=arguments, events=events)
+
+
+def _build_events(reader: _Reader, key: str, owner: dict[str, Any]) -> Events:
+    name = key.rsplit(".", 1)[-1]
+    table = reader.table(key.rsplit(".", 1)[0] if "." in key else "", owner, name)
+    if not table:
+        return Events()
+    reader.keys(key, table, tuple(e.value for e in Event))
+    handlers: dict[str, tuple[Handler, ...]] = {}
+    for event in Event:
+        if event.value in table:
+            handlers[event.value] = tuple(_build_handlers(reader, f"{key}.{event.value}", table[event.value]))
+    return Events(**handlers)
+
+
+def _build_handlers(reader: _Reader, key: str, value: object) -> Iterator[CommandHandler]:
+    """A handler is an argv, a list of argvs, a `{run = [...], on = "..."}` table, or a list of those."""
+    if isinstance(value, dict):
+        yield from _build_handler_table(reader, key, value)
+        return
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for index, item in enumerate(value):
+            yield from _build_handler_table(reader, f"{key}[{index}]", item)
+        return
+    commands = _commands(reader, key, value)
+    if commands is not None:
+        yield CommandHandler(commands)
+
+
+def _build_handler_table(reader: _Reader, key: str, table: dict[str, Any]) -> Iterator[CommandHandler]:
+    reader.keys(key, table, HANDLER_KEYS)
+    side = reader.choice(key, table, "on", tuple(s.value for s in Side))
+    if "run" not in table:
+        reader.problem(
+            f"{key}.run",
+            'is required: the commands to run, e.g. [["systemctl", "reload", "nginx"]]',
+        )
+        return
+    commands = _commands(reader, f"{key}.run", table["run"])
+    if commands is not None:
+        yield CommandHandler(commands, Side(side) if side else None)
+
+
+def _commands(reader: _Reader, key: str, value: object) -> tuple[tuple[str, ...], ...] | None:
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return (tuple(value),)
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(c, list) and c and all(isinstance(a, str) for a in c) for c in value)
+    ):
+        return tuple(tuple(c) for c in value)
+    reader.problem(key, 'must be a command (["cmd", "arg"]) or a list of commands ([["cmd"], ["cmd2"]])')
+    return None

@@ -1,0 +1,249 @@
+"""Run a backup script: events around the master, the method, each target and directory.
+
+Order (as the original tool documents it): script prepare, master prepare, method
+prepare; then for each target server in order: server prepare, for each directory
+prepare / copy / success|failure / finish, server success|failure / finish; then the
+method, master and script success|failure / finish. A failing prepare skips that
+object's work and fires its failure and finish. Unlike the original, a failing target
+does not stop the other targets: every failure is recorded and the run fails at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from synco import shell
+from synco.errors import OperationError, SyncoError
+from synco.events import Scope, fire
+from synco.model import Directory, Event, Events, Script, Server
+from synco.report import CopyRecord, EventRecord, RunReport
+from synco.resolution import CurrentDecision, MasterDecision, is_local
+from synco.rsync import Features, Verdict, classify, describe_exit, local_features, parse_stats
+from synco.transfer import plan_transfer
+
+
+class ChildrenFailed(OperationError):
+    """Some of an object's children failed; each recorded its own failure already."""
+
+
+def stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class Execution:
+    """One run of a script, from the point of view of the machine synco runs on."""
+
+    def __init__(
+        self,
+        script: Script,
+        master: MasterDecision,
+        current: CurrentDecision,
+        *,
+        dry_run: bool = False,
+        progress: bool = False,
+        log: Callable[[str], None] = stderr_line,
+        features: Features | None = None,
+    ) -> None:
+        self.script = script
+        self.master = script.server(master.server)
+        self.current = current
+        self.dry_run = dry_run
+        self.progress = progress
+        self.log = log
+        self.features = features or local_features()
+        self.report = RunReport(
+            script=script.source,
+            master=master.server,
+            master_reason=master.reason,
+            current=current.server,
+            current_reason=current.reason,
+            dry_run=dry_run,
+        )
+
+    # -- the command runner handlers use -------------------------------------------------
+
+    def is_local(self, server: Server) -> bool:
+        return is_local(server, self.current, self.script)
+
+    def run_on(self, server: Server | None, argv: list[str], env: dict[str, str]) -> shell.Completed:
+        if server is None:
+            cwd = str(Path(self.script.source).resolve().parent) if self.script.source else None
+            return shell.run(argv, env=env, cwd=cwd)
+        if self.is_local(server):
+            cwd = server.root if os.path.isdir(server.root) else "/"
+            return shell.run(argv, env=env, cwd=cwd)
+        return shell.run(shell.remote_argv(server, argv, env, cwd=server.root))
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        self.log(f"master: {self.report.master_reason}")
+        self.log(f"this machine: {self.current.server or '(no server)'} ({self.current.reason})")
+        name = Path(self.script.source).name if self.script.source else "script"
+        self._attempt("script", name, self.script.events, self._scope("script"), self._run_master)
+        self.log(self.report.summary())
+        return self.report
+
+    def _scope(self, level: str, **objects: object) -> Callable[[Event, str | None], Scope]:
+        def make(event: Event, error: str | None) -> Scope:
+            return Scope(
+                event=event,
+                level=level,
+                script=self.script,
+                master=self.master,
+                error=error,
+                dry_run=self.dry_run,
+                runner=self,
+                log=self.log,
+                **objects,  # type: ignore[arg-type]
+            )
+
+        return make
+
+    def _run_master(self) -> bool:
+        scope = self._scope("master", server=self.master, target=self.master)
+        if not self._attempt("master", self.master.name, self.master.events, scope, self._run_method):
+            raise ChildrenFailed(f"master {self.master.name} failed")
+        return True
+
+    def _run_method(self) -> bool:
+        method = self.script.method
+        if not self._attempt("method", method.name, method.events, self._scope("method"), self._run_targets):
+            raise ChildrenFailed(f"method {method.name} failed")
+        return True
+
+    def _run_targets(self) -> bool:
+        targets = [s for s in self.script.servers if s.name != self.master.name]
+        results = [self._run_target(target) for target in targets]
+        failed = results.count(False)
+        if failed:
+            raise ChildrenFailed(f"{failed} of {len(targets)} target(s) failed")
+        return True
+
+    def _run_target(self, target: Server) -> bool:
+        scope = self._scope("server", server=target, target=target)
+
+        def directories() -> bool:
+            results = [self._run_directory(target, d) for d in self.script.directories]
+            failed = results.count(False)
+            if failed:
+                raise ChildrenFailed(f"{failed} of {len(results)} directories failed")
+            return True
+
+        return self._attempt("server", target.name, target.events, scope, directories)
+
+    def _run_directory(self, target: Server, directory: Directory) -> bool:
+        scope = self._scope("directory", target=target, directory=directory)
+        return self._attempt(
+            "directory",
+            directory.path,
+            directory.events,
+            scope,
+            lambda: self._copy(target, directory),
+        )
+
+    def _copy(self, target: Server, directory: Directory) -> bool:
+        transfer = plan_transfer(
+            self.script,
+            self.master,
+            target,
+            directory,
+            is_local=self.is_local,
+            features=self.features,
+            dry_run=self.dry_run,
+            progress=self.progress,
+        )
+        where = "here" if transfer.local else f"on {transfer.runs_on.name}"
+        self.log(f"copy {transfer.describe()} (rsync {where})")
+        argv = list(transfer.argv) if transfer.local else shell.remote_argv(transfer.runs_on, transfer.argv)
+        completed = shell.run(argv, echo=self.progress)
+        verdict = classify(completed.returncode)
+        if self.dry_run:
+            for line in completed.stdout.splitlines():
+                self.log(f"  | {line}")
+        message = describe_exit(completed.returncode) if completed.returncode else "ok"
+        detail = completed.last_lines() if verdict != Verdict.OK else ""
+        status = {Verdict.OK: "ok", Verdict.WARNING: "warning", Verdict.ERROR: "failed"}[verdict]
+        self.report.copies.append(
+            CopyRecord(
+                directory=transfer.directory,
+                master=self.master.name,
+                target=target.name,
+                runs_on=transfer.runs_on.name,
+                status=status,
+                exit_code=completed.returncode,
+                message=f"{message}: {detail}" if detail else message,
+                duration=round(completed.duration, 3),
+                command=tuple(argv),
+                stats=parse_stats(completed.stdout),
+            )
+        )
+        if verdict == Verdict.WARNING:
+            self.log(f"warning: {transfer.describe()}: rsync: {message} (exit {completed.returncode})")
+        if verdict == Verdict.ERROR:
+            raise OperationError(
+                f"copy of {transfer.directory!r} from {self.master.name} to {target.name} failed: "
+                f"rsync exit {completed.returncode} ({message})" + (f": {detail}" if detail else "")
+            )
+        self.log(f"  done in {completed.duration:.1f} s")
+        return True
+
+    def _attempt(
+        self,
+        level: str,
+        name: str,
+        events: Events,
+        make_scope: Callable[[Event, str | None], Scope],
+        body: Callable[[], object],
+    ) -> bool:
+        """prepare, body, success|failure, finish; returns whether the object succeeded.
+
+        Root causes (a failed prepare, copy or handler) go to the report's failures;
+        a ChildrenFailed only says that something below already failed.
+        """
+        error = self._fire(level, name, events, Event.PREPARE, make_scope, None)
+        if error is not None:
+            error = self._failure(f"{level} {name}: prepare failed: {error}")
+        else:
+            try:
+                body()
+            except ChildrenFailed as failure:
+                error = f"{level} {name}: {failure}"
+            except SyncoError as failure:
+                error = self._failure(f"{level} {name}: {failure}")
+            else:
+                success_error = self._fire(level, name, events, Event.SUCCESS, make_scope, None)
+                if success_error is not None:
+                    error = self._failure(f"{level} {name}: success handler failed: {success_error}")
+        if error is not None:
+            self.log(f"failed: {error}")
+            failure_error = self._fire(level, name, events, Event.FAILURE, make_scope, error)
+            if failure_error is not None:
+                self._failure(f"{level} {name}: failure handler failed: {failure_error}")
+        finish_error = self._fire(level, name, events, Event.FINISH, make_scope, error)
+        if finish_error is not None:
+            error = self._failure(f"{level} {name}: finish handler failed: {finish_error}")
+        return error is None
+
+    def _failure(self, message: str) -> str:
+        self.report.failures.append(message)
+        return message
+
+    def _fire(
+        self,
+        level: str,
+        name: str,
+        events: Events,
+        event: Event,
+        make_scope: Callable[[Event, str | None], Scope],
+        error: str | None,
+    ) -> str | None:
+        if not events.of(event):
+            return None
+        self.log(f"{level} {name}: {event.value}")
+        failure = fire(events, event, make_scope(event, error))
+        self.report.events.append(EventRecord(level, name, event.value, failure))
+        return failure

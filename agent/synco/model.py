@@ -1,0 +1,220 @@
+"""The backup-script model: frozen values, no I/O.
+
+A script copies `directories` from the `master` to every other server with `method`.
+Event handlers hang off the script, each server, each directory and the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from synco.events import Scope
+
+
+class Event(StrEnum):
+    PREPARE = "prepare"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    FINISH = "finish"
+
+
+class Side(StrEnum):
+    """Where a command handler runs."""
+
+    LOCAL = "local"  # the machine synco runs on
+    MASTER = "master"
+    TARGET = "target"  # the server being copied to (server and directory handlers)
+    SERVER = "server"  # the server the handler is declared on (server handlers)
+
+
+class Direction(StrEnum):
+    PUSH = "push"  # rsync runs where the master is
+    PULL = "pull"  # rsync runs where the target is
+
+
+class Role(StrEnum):
+    REPLICA = "replica"
+    BACKUP = "backup"
+
+
+METHOD_NAMES = ("rsync",)
+DEFAULT_RSYNC_ARGUMENTS = ("--archive",)
+
+
+@dataclass(frozen=True)
+class CommandHandler:
+    """Commands (argv lists) run in order on `side`; None means the default for its owner."""
+
+    commands: tuple[tuple[str, ...], ...]
+    side: Side | None = None
+
+    def describe(self) -> str:
+        import shlex
+
+        return "; ".join(shlex.join(c) for c in self.commands)
+
+
+HandlerFunction = Callable[["Scope"], object]
+Handler = CommandHandler | HandlerFunction
+
+
+def command(*argv: str | Sequence[str], on: Side | str | None = None) -> CommandHandler:
+    """A command handler: `command("pg_dump", "-f", "/srv/db.sql", on="master")`.
+
+    Several commands: `command(["sync"], ["echo", "done"])`.
+    """
+    if argv and all(isinstance(a, str) for a in argv):
+        commands: tuple[tuple[str, ...], ...] = (tuple(str(a) for a in argv),)
+    else:
+        commands = tuple(tuple([a] if isinstance(a, str) else a) for a in argv)
+    return CommandHandler(commands, Side(on) if on is not None else None)
+
+
+@dataclass(frozen=True)
+class Events:
+    """Handlers for each event, run in declaration order."""
+
+    prepare: tuple[Handler, ...] = ()
+    success: tuple[Handler, ...] = ()
+    failure: tuple[Handler, ...] = ()
+    finish: tuple[Handler, ...] = ()
+
+    def of(self, event: Event) -> tuple[Handler, ...]:
+        handlers: tuple[Handler, ...] = getattr(self, event.value)
+        return handlers
+
+    @classmethod
+    def build(cls, handlers: Mapping[str | Event, Handler | Iterable[Handler]] | None) -> Events:
+        """Events from `{"prepare": handler_or_handlers, ...}` (the Python API's `on=`)."""
+        if not handlers:
+            return cls()
+        values: dict[str, tuple[Handler, ...]] = {}
+        for key, value in handlers.items():
+            event = Event(key)
+            if isinstance(value, CommandHandler) or callable(value):
+                values[event.value] = (value,)
+            else:
+                values[event.value] = tuple(value)
+        return cls(**values)
+
+    def __bool__(self) -> bool:
+        return any((self.prepare, self.success, self.failure, self.finish))
+
+
+@dataclass(frozen=True)
+class Server:
+    """A host plus a root directory. `host=None` is the machine synco runs on."""
+
+    name: str
+    root: str
+    host: str | None = None
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    priority: int = 100  # 0: never promoted
+    role: Role = Role.REPLICA
+    mountpoint: str | None = None
+    events: Events = field(default_factory=Events)
+
+    def __post_init__(self) -> None:
+        _coerce(
+            self,
+            ssh_options=tuple(self.ssh_options),
+            role=Role(self.role),
+            events=_events(self.events),
+        )
+
+    @property
+    def connection(self) -> tuple[str, str | None, int | None] | None:
+        """What identifies the login this server is reached through; None for this machine."""
+        if self.host is None:
+            return None
+        return (self.host.lower().rstrip("."), self.user, self.port)
+
+    def path(self, relative: str) -> str:
+        """The absolute path of a directory of this server, with a trailing slash."""
+        root = self.root.rstrip("/") or ""
+        if relative in ("", "."):
+            return root + "/"
+        return f"{root}/{relative.rstrip('/')}/"
+
+    def describe(self) -> str:
+        if self.host is None:
+            return f"{self.name} (this machine, {self.root})"
+        login = f"{self.user}@{self.host}" if self.user else self.host
+        port = f":{self.port}" if self.port else ""
+        return f"{self.name} ({login}{port}, {self.root})"
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A path relative to every server's root, with rsync arguments of its own."""
+
+    path: str
+    arguments: tuple[str, ...] = ()
+    events: Events = field(default_factory=Events)
+
+    def __post_init__(self) -> None:
+        _coerce(self, arguments=tuple(self.arguments), events=_events(self.events))
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str = "rsync"
+    direction: Direction = Direction.PUSH
+    arguments: tuple[str, ...] = DEFAULT_RSYNC_ARGUMENTS
+    events: Events = field(default_factory=Events)
+
+    def __post_init__(self) -> None:
+        _coerce(
+            self,
+            direction=Direction(self.direction),
+            arguments=tuple(self.arguments),
+            events=_events(self.events),
+        )
+
+
+@dataclass(frozen=True)
+class Script:
+    """A whole backup script. `master` is a server name or a DNS name."""
+
+    servers: tuple[Server, ...]
+    directories: tuple[Directory, ...]
+    master: str
+    method: Method = field(default_factory=Method)
+    events: Events = field(default_factory=Events)
+    source: str | None = None  # the file it came from, if any
+
+    def __post_init__(self) -> None:
+        _coerce(
+            self,
+            servers=tuple(self.servers),
+            directories=tuple(self.directories),
+            events=_events(self.events),
+        )
+
+    def server(self, name: str) -> Server:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        raise KeyError(name)
+
+    @property
+    def server_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.servers)
+
+
+def _coerce(obj: object, **values: object) -> None:
+    """Let the Python API pass lists and strings where the model stores tuples and enums."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
+
+
+def _events(value: Events | Mapping[str | Event, Handler | Iterable[Handler]]) -> Events:
+    """The Python API accepts `events={"prepare": handler}` as well as an Events."""
+    return value if isinstance(value, Events) else Events.build(value)

@@ -1,0 +1,113 @@
+"""rsync's exit codes, version features and --stats output."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+
+EXIT_MESSAGES = {
+    1: "syntax or usage error",
+    2: "protocol incompatibility",
+    3: "errors selecting input/output files or directories",
+    4: "requested action not supported",
+    5: "error starting client-server protocol",
+    6: "daemon unable to append to log file",
+    10: "error in socket I/O",
+    11: "error in file I/O",
+    12: "error in rsync protocol data stream",
+    13: "errors with program diagnostics",
+    14: "error in IPC code",
+    20: "received SIGUSR1 or SIGINT",
+    21: "some error returned by waitpid()",
+    22: "error allocating core memory buffers",
+    23: "partial transfer due to error",
+    24: "partial transfer due to vanished source files",
+    25: "the --max-delete limit stopped deletions",
+    30: "timeout in data send/receive",
+    35: "timeout waiting for daemon connection",
+    126: "command not executable",
+    127: "command not found",
+    255: "ssh failed (connection, authentication or remote command)",
+}
+
+
+class Verdict(StrEnum):
+    OK = "ok"
+    WARNING = "warning"  # vanished source files: the copy is as complete as the source allows
+    ERROR = "error"
+
+
+def classify(returncode: int) -> Verdict:
+    if returncode == 0:
+        return Verdict.OK
+    if returncode == 24:
+        return Verdict.WARNING
+    return Verdict.ERROR
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return EXIT_MESSAGES.get(returncode, f"exit status {returncode}")
+
+
+@dataclass(frozen=True)
+class Features:
+    version: tuple[int, ...]
+
+    @property
+    def protects_args_by_default(self) -> bool:
+        """rsync >= 3.2.4 protects remote arguments from the remote shell by itself."""
+        return self.version >= (3, 2, 4)
+
+    @property
+    def mkpath(self) -> bool:
+        return self.version >= (3, 2, 3)
+
+    def safety_arguments(self) -> list[str]:
+        """Arguments that make remote paths with spaces and quotes arrive unchanged."""
+        arguments = [] if self.protects_args_by_default else ["--protect-args"]
+        if self.mkpath:
+            arguments.append("--mkpath")
+        return arguments
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    match = re.search(r"version\s+v?(\d+(?:\.\d+)+)", text)
+    if not match:
+        raise ValueError("no version in rsync --version output")
+    return tuple(int(p) for p in match.group(1).split("."))
+
+
+@cache
+def local_features(rsync: str = "rsync") -> Features:
+    """Features of the rsync on this machine; assumed for remote ones too (same distribution)."""
+    try:
+        output = subprocess.run([rsync, "--version"], capture_output=True, text=True, check=False).stdout
+        return Features(parse_version(output))
+    except (OSError, ValueError):
+        return Features((3, 2, 7))
+
+
+STATS = {
+    "files": r"Number of regular files transferred:\s*([\d,]+)",
+    "bytes_sent": r"Total bytes sent:\s*([\d,]+)",
+    "bytes_received": r"Total bytes received:\s*([\d,]+)",
+    "transferred_size": r"Total transferred file size:\s*([\d,]+)",
+    "total_size": r"Total file size:\s*([\d,]+)",
+    "created": r"Number of created files:\s*([\d,]+)",
+    "deleted": r"Number of deleted files:\s*([\d,]+)",
+}
+
+
+def parse_stats(output: str) -> dict[str, int]:
+    """The counters of rsync --stats that a report needs."""
+    stats: dict[str, int] = {}
+    for name, pattern in STATS.items():
+        match = re.search(pattern, output)
+        if match:
+            stats[name] = int(match.group(1).replace(",", ""))
+    return stats

@@ -1,0 +1,133 @@
+"""Semantic checks of a whole Script, shared by the TOML loader and the Python API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from synco.model import METHOD_NAMES, CommandHandler, Event, Events, Script, Server, Side
+from synco.paths import normalize_relative
+from synco.problems import Problem
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*|[A-Za-z0-9_]([A-Za-z0-9_.-]*))$")
+USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
+
+SCRIPT_SIDES = (Side.LOCAL, Side.MASTER)
+SERVER_SIDES = (Side.SERVER, Side.LOCAL, Side.MASTER)
+DIRECTORY_SIDES = (Side.TARGET, Side.MASTER, Side.LOCAL)
+
+
+def validate(script: Script) -> list[Problem]:
+    """Every problem in `script`, each named by the key path a TOML file would use."""
+    return list(_script_problems(script))
+
+
+def _script_problems(script: Script) -> Iterator[Problem]:
+    names = [s.name for s in script.servers]
+    if len(script.servers) < 2:
+        yield Problem("servers", "at least two servers are needed: a master and a target")
+    seen: set[str] = set()
+    for server in script.servers:
+        if server.name in seen:
+            yield Problem(f"servers.{server.name}", "is defined twice")
+        seen.add(server.name)
+        yield from _server_problems(server)
+    if not script.directories:
+        yield Problem("directories", "no directories to copy: add at least one [[directories]]")
+    normalized: dict[str, int] = {}
+    for index, directory in enumerate(script.directories):
+        key = f"directories[{index}]"
+        try:
+            path = normalize_relative(directory.path)
+        except ValueError as error:
+            yield Problem(f"{key}.path", str(error))
+            continue
+        if path in normalized:
+            yield Problem(f"{key}.path", f"{path!r} is already copied by directories[{normalized[path]}]")
+        normalized[path] = index
+        yield from _arguments_problems(f"{key}.arguments", directory.arguments)
+        yield from _events_problems(f"{key}.events", directory.events, DIRECTORY_SIDES)
+    method = script.method
+    if method.name not in METHOD_NAMES:
+        yield Problem(
+            "method.name",
+            f"unknown method {method.name!r}; choose one of: {', '.join(METHOD_NAMES)}",
+        )
+    yield from _arguments_problems("method.arguments", method.arguments)
+    yield from _events_problems("method.events", method.events, SCRIPT_SIDES)
+    yield from _master_problems(script.master, names)
+    yield from _events_problems("events", script.events, SCRIPT_SIDES)
+
+
+def _server_problems(server: Server) -> Iterator[Problem]:
+    key = f"servers.{server.name}"
+    if not NAME.match(server.name):
+        yield Problem(
+            key,
+            "a server name uses letters, digits, '.', '_' and '-' and starts with a letter or digit",
+        )
+    if not server.root.startswith("/"):
+        yield Problem(f"{key}.root", f"must be an absolute path, not {server.root!r}")
+    elif "\0" in server.root or "\n" in server.root:
+        yield Problem(f"{key}.root", "contains a NUL or newline character")
+    if server.host is not None and not HOST.match(server.host):
+        yield Problem(f"{key}.host", f"{server.host!r} is not a host name or address")
+    if server.user is not None and not USER.match(server.user):
+        yield Problem(f"{key}.user", f"{server.user!r} is not a user name")
+    if server.port is not None and not 1 <= server.port <= 65535:
+        yield Problem(f"{key}.port", f"must be between 1 and 65535, not {server.port}")
+    if server.host is None and (server.user or server.port or server.identity_file or server.ssh_options):
+        yield Problem(f"{key}.host", "ssh settings (user, port, identity_file, ssh_options) need a host")
+    if server.identity_file is not None and not server.identity_file:
+        yield Problem(f"{key}.identity_file", "is empty")
+    yield from _arguments_problems(f"{key}.ssh_options", server.ssh_options)
+    if server.priority < 0:
+        yield Problem(f"{key}.priority", f"must be 0 (never promoted) or more, not {server.priority}")
+    if server.mountpoint is not None and not server.mountpoint.startswith("/"):
+        yield Problem(f"{key}.mountpoint", f"must be an absolute path, not {server.mountpoint!r}")
+    yield from _events_problems(f"{key}.events", server.events, SERVER_SIDES)
+
+
+def _arguments_problems(key: str, arguments: tuple[str, ...]) -> Iterator[Problem]:
+    for index, argument in enumerate(arguments):
+        if not isinstance(argument, str):
+            yield Problem(f"{key}[{index}]", f"must be a string, not {argument!r}")
+        elif "\0" in argument:
+            yield Problem(f"{key}[{index}]", "contains a NUL character")
+
+
+def _master_problems(master: str, names: list[str]) -> Iterator[Problem]:
+    if not master:
+        yield Problem("master", "is empty: name a server of this script or a DNS name")
+        return
+    if master in names:
+        return
+    if not HOST.match(master.rstrip(".")):
+        yield Problem("master", f"{master!r} is neither a server of this script nor a DNS name")
+    elif "." not in master and master != "localhost":
+        yield Problem(
+            "master",
+            f"{master!r} is not a server of this script ({', '.join(names)}); "
+            "a DNS name must be fully qualified (add a trailing dot to force a one-label name)",
+        )
+
+
+def _events_problems(key: str, events: Events, sides: tuple[Side, ...]) -> Iterator[Problem]:
+    for event in Event:
+        for index, handler in enumerate(events.of(event)):
+            where = f"{key}.{event.value}[{index}]"
+            if isinstance(handler, CommandHandler):
+                if handler.side is not None and handler.side not in sides:
+                    allowed = ", ".join(s.value for s in sides)
+                    yield Problem(
+                        f"{where}.on",
+                        f"{handler.side.value!r} is not possible here; choose {allowed}",
+                    )
+                if not handler.commands:
+                    yield Problem(where, "has no command")
+                for number, argv in enumerate(handler.commands):
+                    if not argv or not argv[0]:
+                        yield Problem(f"{where}.run[{number}]", "is an empty command")
+            elif not callable(handler):
+                yield Problem(where, f"is neither a command nor a callable: {handler!r}")

@@ -1,0 +1,197 @@
+"""The command line's contract: exit codes, messages without tracebacks, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from synco import __version__
+from tests.support.cli import read_tree, synco, write_tree
+from tests.support.scripts import root, toml_script
+
+BROKEN = {
+    "syntax.toml": ("master = \n", "not valid TOML"),
+    "empty.toml": ("", "master: is required"),
+    "no-servers.toml": ('master = "a"\n[[directories]]\npath = "x"\n', "servers: is required"),
+    "one-server.toml": (
+        'master = "a"\n[servers.a]\nroot = "/a"\n[[directories]]\npath = "x"\n',
+        "at least two servers",
+    ),
+    "escape.toml": (
+        'master = "a"\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\n'
+        '[[directories]]\npath = "../../etc"\n',
+        "directories[0].path (line 7)",
+    ),
+    "absolute.toml": (
+        'master = "a"\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\n[[directories]]\npath = "/etc"\n',
+        "is absolute",
+    ),
+    "bad-port.toml": (
+        'master = "a"\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\nhost = "b.example"\n'
+        'port = "ssh"\n[[directories]]\npath = "x"\n',
+        "servers.b.port (line 7): must be an integer",
+    ),
+    "typo.toml": (
+        'master = "a"\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\n[[directory]]\npath = "x"\n',
+        "did you mean 'directories'",
+    ),
+    "unknown-master.toml": (
+        'master = "c"\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\n[[directories]]\npath = "x"\n',
+        "'c' is not a server of this script (a, b)",
+    ),
+    "direction.toml": (
+        'master = "a"\n[method]\ndirection = "both"\n[servers.a]\nroot = "/a"\n'
+        '[servers.b]\nroot = "/b"\n[[directories]]\npath = "x"\n',
+        "method.direction (line 3)",
+    ),
+    "handler.toml": (
+        'master = "a"\n[events]\nprepare = "pg_dump"\n[servers.a]\nroot = "/a"\n'
+        '[servers.b]\nroot = "/b"\n[[directories]]\npath = "x"\n',
+        "events.prepare (line 3)",
+    ),
+    "binary.toml": (b"\xff\xfe master".decode("latin-1"), "not UTF-8"),
+    "host-option.toml": (
+        'master = "a"\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\n'
+        'host = "-oProxyCommand=touch /tmp/x"\n[[directories]]\npath = "x"\n',
+        "not a host name",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_check_names_each_problem_and_exits_2(tmp_path: Path, name: str) -> None:
+    text, expected = BROKEN[name]
+    path = tmp_path / name
+    if name == "binary.toml":
+        path.write_bytes(b"\xff\xfe master")
+    else:
+        path.write_text(text)
+    result = synco("check", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert expected in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    run = synco("run", str(path))
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+
+
+def test_check_json_lists_problems(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('master = "a"\n[servers.a]\nroot = "a"\n[servers.b]\nroot = "/b"\nport = 0\n')
+    result = synco("check", "--json", str(path))
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    keys = {p["key"] for p in report["problems"]}
+    assert {"servers.a.root", "servers.b.port", "directories"} <= keys or "directories" in keys
+
+
+def test_check_good_script(tmp_path: Path) -> None:
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(tmp_path), "s02": root(tmp_path / "b")},
+        directories=[{"path": "d"}],
+    )
+    result = synco("check", str(script))
+    assert (result.returncode, result.stdout.strip()) == (0, f"{script}: ok")
+
+
+def test_missing_script_and_usage_errors_exit_2(tmp_path: Path) -> None:
+    missing = synco("run", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and "cannot read backup script" in missing.stderr
+    assert synco("run").returncode == 2
+    assert synco("frobnicate").returncode == 2
+    assert synco().returncode == 2
+
+
+def test_unknown_as_server_exits_2(tmp_path: Path) -> None:
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(tmp_path / "a"), "s02": root(tmp_path / "b")},
+        directories=[{"path": "d"}],
+    )
+    result = synco("run", "--as", "s09", str(script))
+    assert result.returncode == 2
+    assert "--as 's09': no such server; servers are s01, s02" in result.stderr
+
+
+def test_version() -> None:
+    result = synco("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"synco {__version__}")
+
+
+def test_master_by_name_and_by_dns(tmp_path: Path) -> None:
+    servers = {
+        "s01": 'host = "localhost"\n' + root(tmp_path / "a"),
+        "s02": 'host = "127.0.0.2"\n' + root(tmp_path / "b"),
+    }
+    named = toml_script(tmp_path / "n.toml", master="s02", servers=servers, directories=[{"path": "d"}])
+    result = synco("master", "--as", "s01", "--json", str(named))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["master"] == "s02"
+    by_dns = toml_script(
+        tmp_path / "d.toml", master="localhost", servers=servers, directories=[{"path": "d"}]
+    )
+    result = synco("master", "--as", "s01", str(by_dns))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "s01"
+    assert "DNS localhost" in result.stdout
+    unresolvable = toml_script(
+        tmp_path / "u.toml", master="no-such-host.invalid", servers=servers, directories=[{"path": "d"}]
+    )
+    result = synco("master", "--as", "s01", str(unresolvable))
+    assert result.returncode == 2
+    assert "cannot resolve 'no-such-host.invalid'" in result.stderr
+
+
+def test_current_server_ambiguity_is_explained(tmp_path: Path) -> None:
+    servers = {
+        "s01": 'host = "localhost"\n' + root(tmp_path / "a"),
+        "s02": 'host = "127.0.0.2"\n' + root(tmp_path / "b"),
+    }
+    script = toml_script(tmp_path / "s.toml", master="s01", servers=servers, directories=[{"path": "d"}])
+    result = synco("master", str(script))
+    assert result.returncode == 2
+    assert "cannot tell which server this machine is" in result.stderr and "pass --as" in result.stderr
+
+
+def test_python_script_is_executable_and_loadable(tmp_path: Path) -> None:
+    write_tree(tmp_path / "a", {"www/index.html": "hi"})
+    path = tmp_path / "backup.py"
+    path.write_text(
+        f"""#!{os.environ.get("SYNCO_PYTHON", __import__("sys").executable)}
+import synco
+
+script = synco.Script(
+    master="s01",
+    servers=[synco.Server("s01", root={str(tmp_path / "a")!r}),
+             synco.Server("s02", root={str(tmp_path / "b")!r},
+                          events={{"success": [synco.command("touch", {str(tmp_path / "done")!r})]}})],
+    directories=[synco.Directory("www")],
+    method=synco.Method(arguments=["--archive", "--delete"]),
+)
+
+if __name__ == "__main__":
+    raise SystemExit(synco.main(script))
+"""
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    import subprocess
+
+    result = subprocess.run([str(path), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "b").exists()
+    result = subprocess.run([str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert read_tree(tmp_path / "b") == {"www/index.html": "hi"}
+    assert (tmp_path / "done").exists()
+    assert synco("check", str(path)).returncode == 0
+    (tmp_path / "b" / "www" / "index.html").unlink()
+    assert synco("run", str(path)).returncode == 0
+    assert read_tree(tmp_path / "b") == {"www/index.html": "hi"}

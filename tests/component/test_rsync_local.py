@@ -1,0 +1,175 @@
+"""Push and pull between servers on this machine with different roots, with real rsync."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import read_tree, synco, write_tree
+from tests.support.scripts import root, toml_script
+
+pytestmark = pytest.mark.usefixtures("rsync")
+
+HOSTILE = {
+    "http/index.html": "<h1>hello</h1>",
+    'http/with space/it\'s "quoted".txt': "quotes",
+    "http/ünïcødé/日本語.txt": "unicode",
+    "http/-leading-dash": "dash",
+    "http/$(touch pwned)": "shell",
+    "http/cache/big.tmp": "cache",
+}
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_copies_master_to_every_other_server(tmp_path: Path, direction: str) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_tree(a, HOSTILE)
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        direction=direction,
+        servers={"s01": root(a), "s02": root(b), "s03": root(c)},
+        directories=[{"path": "http", "arguments": ["--exclude", "cache/"]}],
+    )
+    result = synco("run", str(script))
+    assert result.returncode == 0, result.stderr
+    expected = {k: v for k, v in HOSTILE.items() if "cache/" not in k}
+    assert read_tree(b) == expected
+    assert read_tree(c) == expected
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_deletes_only_with_delete(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_tree(a, {"d/keep": "1"})
+    write_tree(b, {"d/keep": "old", "d/extra": "only on target"})
+    servers = {"s01": root(a), "s02": root(b)}
+    plain = toml_script(tmp_path / "plain.toml", master="s01", servers=servers, directories=[{"path": "d"}])
+    assert synco("run", str(plain)).returncode == 0
+    assert read_tree(b) == {"d/keep": "1", "d/extra": "only on target"}
+    deleting = toml_script(
+        tmp_path / "delete.toml",
+        master="s01",
+        servers=servers,
+        directories=[{"path": "d"}],
+        arguments=["--archive", "--delete"],
+    )
+    assert synco("run", str(deleting)).returncode == 0
+    assert read_tree(b) == {"d/keep": "1"}
+
+
+def test_dry_run_changes_nothing_and_runs_no_handler(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_tree(a, {"d/new": "1"})
+    write_tree(b, {"d/extra": "2"})
+    marker = tmp_path / "handler-ran"
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(a), "s02": root(b)},
+        directories=[{"path": "d"}],
+        arguments=["--archive", "--delete"],
+        extra=f'[events]\nprepare = [["touch", "{marker}"]]\n',
+    )
+    result = synco("run", "--dry-run", str(script))
+    assert result.returncode == 0, result.stderr
+    assert read_tree(b) == {"d/extra": "2"}
+    assert not marker.exists()
+    assert "would run locally: touch" in result.stderr
+    assert "new" in result.stderr  # rsync's itemized list of what would change
+
+
+def test_whole_root_and_nested_directories(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_tree(a, {"x": "1", "deep/er/y": "2"})
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s02",
+        servers={"s01": root(b), "s02": root(a)},
+        directories=[{"path": "deep/er"}],
+    )
+    assert synco("run", str(script)).returncode == 0
+    assert read_tree(b) == {"deep/er/y": "2"}
+    script.write_text(script.read_text().replace('path = "deep/er"', 'path = "."'))
+    assert synco("run", str(script)).returncode == 0
+    assert read_tree(b) == {"x": "1", "deep/er/y": "2"}
+
+
+def test_failing_target_does_not_stop_the_others_and_fails_the_run(tmp_path: Path) -> None:
+    a, c = tmp_path / "a", tmp_path / "c"
+    write_tree(a, {"d/f": "1", "e/g": "2"})
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a directory root should be")
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(a), "s02": root(blocked), "s03": root(c)},
+        directories=[{"path": "d"}, {"path": "e"}],
+    )
+    result = synco("run", "--json", str(script))
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert read_tree(c) == {"d/f": "1", "e/g": "2"}
+    statuses = {(c["target"], c["directory"]): c["status"] for c in report["copies"]}
+    assert statuses == {
+        ("s02", "d"): "failed",
+        ("s02", "e"): "failed",
+        ("s03", "d"): "ok",
+        ("s03", "e"): "ok",
+    }
+    assert len(report["failures"]) == 2
+    assert all("s02" in f and "rsync exit" in f for f in report["failures"])
+
+
+def test_missing_source_is_an_error_23(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(a), "s02": root(b)},
+        directories=[{"path": "missing"}],
+    )
+    result = synco("run", "--json", str(script))
+    assert result.returncode == 1
+    copy = json.loads(result.stdout)["copies"][0]
+    assert (copy["status"], copy["exit_code"]) == ("failed", 23)
+    assert "partial transfer due to error" in copy["message"]
+    assert "missing" in result.stderr and "s02" in result.stderr
+
+
+def test_vanished_files_are_a_warning_24(tmp_path: Path) -> None:
+    """A file listed by rsync but deleted before it is sent: exit 24, which is not a failure."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "d").mkdir(parents=True)
+    (a / "d" / "a-big").write_bytes(b"x" * 3_000_000)
+    (a / "d" / "z-vanishing").write_text("soon gone")
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(a), "s02": root(b)},
+        directories=[{"path": "d"}],
+        arguments=["--archive", "--bwlimit=1000", "--whole-file"],
+    )
+
+    def remove_when_transfer_started() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (b / "d").is_dir() and any((b / "d").iterdir()):  # rsync's temporary file
+                (a / "d" / "z-vanishing").unlink()
+                return
+            time.sleep(0.01)
+
+    remover = threading.Thread(target=remove_when_transfer_started)
+    remover.start()
+    result = synco("run", "--json", str(script))
+    remover.join()
+    assert result.returncode == 0, result.stderr
+    copy = json.loads(result.stdout)["copies"][0]
+    assert (copy["status"], copy["exit_code"]) == ("warning", 24)
+    assert "vanished" in result.stderr
+    assert (b / "d" / "a-big").stat().st_size == 3_000_000

@@ -1,0 +1,96 @@
+"""Push and pull over a real sshd on a loopback port, with rsync local or remote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import read_tree, synco, write_tree
+from tests.support.scripts import root, toml_script
+from tests.support.sshd import Sshd
+
+pytestmark = pytest.mark.usefixtures("rsync")
+
+FILES = {
+    "srv/site/index.html": "hello",
+    'srv/with space/it\'s "quoted" $HOME `x`.txt': "q",
+    "srv/ünïcødé/日本語 ; rm -rf x.txt": "u",
+}
+
+
+@pytest.mark.parametrize(("direction", "master", "target"), [("push", "s01", "s02"), ("pull", "s02", "s01")])
+def test_between_here_and_a_server_over_ssh(
+    tmp_path: Path, sshd: Sshd, direction: str, master: str, target: str
+) -> None:
+    """s01 is this machine, s02 is reached through ssh; rsync runs here and ssh-es to s02."""
+    roots = {"s01": tmp_path / "here root", "s02": tmp_path / "there root"}
+    servers = {"s01": root(roots["s01"]), "s02": sshd.server_toml() + root(roots["s02"])}
+    write_tree(roots[master], FILES)
+    write_tree(roots[target], {"srv/site/index.html": "stale, longer", "srv/extra": "not on master"})
+    script = toml_script(
+        tmp_path / "a.toml",
+        master=master,
+        direction=direction,
+        servers=servers,
+        directories=[{"path": "srv"}],
+        arguments=["--archive", "--delete"],
+    )
+    result = synco("run", "--as", "s01", "--json", str(script))
+    assert result.returncode == 0, result.stderr
+    assert read_tree(roots[target]) == FILES
+    copy = json.loads(result.stdout)["copies"][0]
+    assert copy["runs_on"] == "s01"
+    assert "-e" in copy["command"]
+
+
+def test_hostless_server_unreachable_from_the_rsync_side_is_explained(tmp_path: Path, sshd: Sshd) -> None:
+    servers = {"s01": root(tmp_path / "a"), "s02": sshd.server_toml() + root(tmp_path / "b")}
+    script = toml_script(
+        tmp_path / "a.toml", master="s01", direction="pull", servers=servers, directories=[{"path": "srv"}]
+    )
+    result = synco("run", "--as", "s01", str(script))
+    assert result.returncode == 1
+    assert "s01 has no host to reach it by; set servers.s01.host" in result.stderr
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_rsync_runs_on_a_remote_server(tmp_path: Path, sshd: Sshd, direction: str) -> None:
+    """Master sB and target sC share a remote login: rsync runs there through ssh; sA is here,
+    reached from sB through ssh again (push) or pulling from sB (pull)."""
+    a, b, c = tmp_path / "A", tmp_path / "B b", tmp_path / "C'c"
+    write_tree(b, FILES)
+    servers = {
+        "sA": sshd.server_toml("localhost") + root(a),
+        "sB": sshd.server_toml("127.0.0.1") + root(b),
+        "sC": sshd.server_toml("127.0.0.1") + root(c),
+    }
+    script = toml_script(
+        tmp_path / "s.toml", master="sB", direction=direction, servers=servers, directories=[{"path": "srv"}]
+    )
+    result = synco("run", "--as", "sA", "--json", str(script))
+    assert result.returncode == 0, result.stderr
+    assert read_tree(a) == FILES
+    assert read_tree(c) == FILES
+    runs_on = {c["target"]: c["runs_on"] for c in json.loads(result.stdout)["copies"]}
+    if direction == "push":
+        assert runs_on == {"sA": "sB", "sC": "sB"}
+    else:
+        assert runs_on == {"sA": "sA", "sC": "sC"}
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path: Path, sshd: Sshd) -> None:
+    here, there = tmp_path / "here", tmp_path / "there"
+    write_tree(here, {"d/f": "1"})
+    broken = sshd.server_toml().replace(f"port = {sshd.port}", "port = 1")
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(here), "s02": broken + root(there)},
+        directories=[{"path": "d"}],
+    )
+    result = synco("run", "--as", "s01", str(script))
+    assert result.returncode == 1
+    assert "s02" in result.stderr and "rsync exit 255" in result.stderr
+    assert "Connection refused" in result.stderr

@@ -1,0 +1,1 @@
+"""Fixtures' building blocks: real components started for tests and cleaned up after."""

@@ -1,0 +1,179 @@
+"""The TOML loader: good scripts load, and each broken one names its problem by key and line."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from synco.config import parse_script
+from synco.model import CommandHandler, Direction, Side
+
+GOOD = """\
+master = "s01"
+
+[method]
+name = "rsync"
+direction = "pull"
+arguments = ["--archive", "--delete"]
+
+[servers.s01]
+host = "s01.example.com"
+root = "/srv"
+
+[servers.s02]
+host = "s02.example.com"
+root = "/srv"
+user = "backup"
+port = 2222
+priority = 0
+[servers.s02.events]
+prepare = [["mkdir", "-p", "/srv"]]
+success = { run = [["echo", "ok"]], on = "local" }
+
+[[directories]]
+path = "http"
+arguments = ["--exclude", "cache/"]
+[directories.events]
+finish = ["logger", "copied http"]
+
+[[directories]]
+path = "./etc/"
+"""
+
+
+def test_good_script_loads() -> None:
+    script, problems = parse_script(GOOD)
+    assert problems == []
+    assert script is not None
+    assert script.master == "s01"
+    assert script.method.direction == Direction.PULL
+    assert script.method.arguments == ("--archive", "--delete")
+    s02 = script.server("s02")
+    assert (s02.user, s02.port, s02.priority) == ("backup", 2222, 0)
+    assert s02.events.prepare == (CommandHandler((("mkdir", "-p", "/srv"),)),)
+    assert s02.events.success == (CommandHandler((("echo", "ok"),), Side.LOCAL),)
+    assert script.directories[0].arguments == ("--exclude", "cache/")
+    assert script.directories[0].events.finish == (CommandHandler((("logger", "copied http"),)),)
+
+
+def test_defaults() -> None:
+    script, problems = parse_script(
+        'master = "a"\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\n[[directories]]\npath = "."\n'
+    )
+    assert problems == []
+    assert script is not None
+    assert script.method.direction == Direction.PUSH
+    assert script.method.arguments == ("--archive",)
+    assert script.server("a").host is None
+
+
+BROKEN = [
+    # (replacement applied to GOOD, expected key, expected words in message, expected line)
+    (('master = "s01"', "master = 42"), "master", "must be a string", 1),
+    (('master = "s01"', 'master = "s03"'), "master", "not a server", 1),
+    (('master = "s01"\n', ""), "master", "is required", None),
+    (('direction = "pull"', 'direction = "sideways"'), "method.direction", "not one of", 5),
+    (('name = "rsync"', 'name = "ftp"'), "method.name", "unknown method", 4),
+    (("port = 2222", "port = 70000"), "servers.s02.port", "between 1 and 65535", 16),
+    (("port = 2222", 'port = "22"'), "servers.s02.port", "must be an integer", 16),
+    (
+        ('root = "/srv"\n\n[servers.s02]', 'root = "srv"\n\n[servers.s02]'),
+        "servers.s01.root",
+        "absolute",
+        10,
+    ),
+    (('path = "http"', 'path = "../etc"'), "directories[0].path", "escapes", 23),
+    (('path = "./etc/"', 'path = "/etc"'), "directories[1].path", "absolute", 29),
+    (('path = "./etc/"', 'path = "http/"'), "directories[1].path", "already copied", 29),
+    (("priority = 0", "priority = -1"), "servers.s02.priority", "0 (never promoted) or more", 17),
+    (('user = "backup"', 'usr = "backup"'), "servers.s02.usr", "did you mean 'user'", 15),
+    (
+        ('host = "s02.example.com"', 'host = "-oProxyCommand=sh"'),
+        "servers.s02.host",
+        "not a host name",
+        13,
+    ),
+    (
+        (
+            'success = { run = [["echo", "ok"]], on = "local" }',
+            'success = { run = [["echo", "ok"]], on = "target" }',
+        ),
+        "servers.s02.events.success[0].on",
+        "not possible here",
+        20,
+    ),
+    (
+        ('finish = ["logger", "copied http"]', 'finish = "logger"'),
+        "directories[0].events.finish",
+        "must be a command",
+        26,
+    ),
+    (
+        ('prepare = [["mkdir"', 'prepair = [["mkdir"'),
+        "servers.s02.events.prepair",
+        "did you mean 'prepare'",
+        19,
+    ),
+    (
+        ('arguments = ["--exclude", "cache/"]', 'arguments = "--exclude cache/"'),
+        "directories[0].arguments",
+        "array of strings",
+        24,
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "words", "line"), BROKEN)
+def test_broken_script_names_the_problem(
+    change: tuple[str, str], key: str, words: str, line: int | None
+) -> None:
+    old, new = change
+    assert old in GOOD
+    script, problems = parse_script(GOOD.replace(old, new, 1))
+    assert script is None
+    matching = [p for p in problems if p.key == key]
+    assert matching, f"no problem for {key}: {problems}"
+    assert words in matching[0].message
+    assert matching[0].line == line
+
+
+def test_every_problem_is_listed() -> None:
+    text = GOOD.replace("port = 2222", "port = 0").replace('root = "/srv"\nuser', 'root = "x"\nuser')
+    _, problems = parse_script(text)
+    assert {p.key for p in problems} == {"servers.s02.port", "servers.s02.root"}
+
+
+def test_syntax_error_gives_line() -> None:
+    script, problems = parse_script("master = \n")
+    assert script is None
+    assert "line 1" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('master = "a"\n[servers.a]\nroot = "/a"\n[[directories]]\npath = "."\n', "servers"),
+        ('master = "a"\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\n', "directories"),
+        ('master = "a"\nservers = 3\n[[directories]]\npath = "."\n', "servers"),
+        (
+            'master = "a"\n[servers.a]\nhost = "x.example"\n[servers.b]\nroot = "/b"\n'
+            '[[directories]]\npath = "."\n',
+            "servers.a.root",
+        ),
+        (
+            'master = "a"\n[servers.a]\nroot = "/a"\nport = 22\n[servers.b]\nroot = "/b"\n'
+            '[[directories]]\npath = "."\n',
+            "servers.a.host",
+        ),
+        (
+            'master = "a"\nfoo = 1\n[servers.a]\nroot = "/a"\n[servers.b]\nroot = "/b"\n'
+            '[[directories]]\npath = "."\n',
+            "foo",
+        ),
+    ],
+)
+def test_structural_problems(text: str, key: str) -> None:
+    script, problems = parse_script(textwrap.dedent(text))
+    assert script is None
+    assert key in {p.key for p in problems}, problems
