@@ -9,8 +9,6 @@ from __future__ import annotations
 import socket
 from typing import Protocol
 
-import psutil
-
 from synco.errors import ResolutionError
 from synco.model import Script
 from synco.resolution import (
@@ -44,6 +42,8 @@ class SystemResolver:
 
 
 def local_identity() -> LocalIdentity:
+    import psutil  # only when this machine's addresses are needed: it costs start-up time
+
     names = {"localhost", socket.gethostname(), socket.getfqdn()}
     addresses = {
         address.address.split("%", 1)[0]
@@ -72,13 +72,16 @@ def server_answers(script: Script, resolver: Resolver, local: LocalIdentity) -> 
 def resolve(
     script: Script, as_name: str | None, resolver: Resolver | None = None
 ) -> tuple[MasterDecision, CurrentDecision]:
-    """Decide the master and the current server, doing only the lookups needed."""
+    """Decide the master and the current server, doing only the lookups needed.
+
+    With the master named in the script and `--as`, nothing is looked up at all.
+    """
     resolver = resolver or SystemResolver()
-    local = local_identity()
     master_is_named = script.master in script.server_names
-    need_answers = not master_is_named or as_name is None
-    answers = server_answers(script, resolver, local) if need_answers else {}
+    if master_is_named and as_name is not None:
+        nobody = LocalIdentity(frozenset(), frozenset())
+        return choose_master(script, None, {}), choose_current(script, as_name, nobody, {})
+    local = local_identity()
+    answers = server_answers(script, resolver, local)
     answer = None if master_is_named else resolver.lookup(script.master)
-    master = choose_master(script, answer, answers)
-    current = choose_current(script, as_name, local, answers)
-    return master, current
+    return choose_master(script, answer, answers), choose_current(script, as_name, local, answers)

@@ -56,9 +56,12 @@ def plan_transfer(
             f"reach it by; set servers.{other.name}.host"
         )
     argv = ["rsync", *script.method.arguments, *directory.arguments, *features.safety_arguments()]
-    argv += ["--info=progress2" if progress else "--stats"]
     if dry_run:
         argv += ["--dry-run", "--itemize-changes"]
+    elif progress:
+        argv += ["--info=progress2"]
+    else:
+        argv += ["--stats"]
     if not colocated:
         argv += ["-e", shlex.join(ssh_argv(other))]
 

@@ -173,3 +173,42 @@ def test_vanished_files_are_a_warning_24(tmp_path: Path) -> None:
     assert (copy["status"], copy["exit_code"]) == ("warning", 24)
     assert "vanished" in result.stderr
     assert (b / "d" / "a-big").stat().st_size == 3_000_000
+
+
+def test_progress_on_a_terminal(tmp_path: Path) -> None:
+    """--progress streams rsync's overall progress to the terminal (stderr is a pty here)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_tree(a, {f"d/{i}": "x" * 1000 for i in range(20)})
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(a), "s02": root(b)},
+        directories=[{"path": "d"}],
+    )
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synco.cli.main", "run", "--progress", str(script)],
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert process.wait(timeout=60) == 0
+    os.close(leader)
+    text = output.decode()
+    assert "copy d: s01 -> s02" in text
+    assert "100%" in text and "to-chk=0/" in text
+    assert read_tree(b) == {f"d/{i}": "x" * 1000 for i in range(20)}

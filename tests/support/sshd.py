@@ -73,12 +73,16 @@ def start_sshd(directory: Path) -> Sshd:
     host_public = host_key.with_suffix(".pub").read_text().split()
     known = directory / "known_hosts"
     known.write_text(
-        "".join(f"[{h}]:{port} {host_public[0]} {host_public[1]}\n" for h in ("127.0.0.1", "localhost"))
+        "".join(
+            f"[{h}]:{port} {host_public[0]} {host_public[1]}\n"
+            for h in ("127.0.0.1", "127.0.0.2", "localhost")
+        )
     )
     config = directory / "sshd_config"
     config.write_text(
         f"""Port {port}
 ListenAddress 127.0.0.1
+ListenAddress 127.0.0.2
 HostKey {host_key}
 PidFile {directory}/sshd.pid
 AuthorizedKeysFile {directory}/authorized_keys

@@ -1,0 +1,114 @@
+"""The example scripts run as written, with their hosts pointed at a local sshd and roots at temp dirs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import read_tree, synco, write_tree
+from tests.support.sshd import Sshd
+
+pytestmark = pytest.mark.usefixtures("rsync")
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "scripts" / "examples"
+
+
+def localize(text: str, sshd: Sshd, hosts: dict[str, str], roots: dict[str, Path]) -> str:
+    """Point each example host at the local sshd (by another loopback name) and a temp root."""
+    sections = re.split(r"(?m)^(?=\[)", text)
+    out = []
+    for section in sections:
+        match = re.match(r"\[servers\.([\w-]+)\]\n", section)
+        if match and match.group(1) in roots:
+            name = match.group(1)
+            section = re.sub(r"(?m)^(host|user|root) = .*\n", "", section)
+            section = section.replace(match.group(0), match.group(0) + sshd.server_toml(hosts[name]) +
+                                      f'root = "{roots[name]}"\n', 1)  # fmt: skip
+        out.append(section)
+    return "".join(out)
+
+
+def test_sync_push(tmp_path: Path, sshd: Sshd) -> None:
+    roots = {n: tmp_path / n for n in ("s01", "s02", "s03")}
+    text = (EXAMPLES / "sync-push.toml").read_text()
+    text = text.replace('"--acls", "--xattrs"', '"--acls"')  # tmpfs may lack user xattrs
+    script = tmp_path / "sync-push.toml"
+    script.write_text(
+        localize(text, sshd, {"s01": "localhost", "s02": "127.0.0.1", "s03": "127.0.0.1"}, roots)
+    )
+    write_tree(
+        roots["s01"], {"srv/http/index.html": "hi", "srv/http/cache/x": "c", "etc/nginx/nginx.conf": "n"}
+    )
+    write_tree(roots["s02"], {"srv/http/stale.html": "old"})
+    result = synco("run", "--as", "s01", str(script))
+    assert result.returncode == 0, result.stderr
+    for target in ("s02", "s03"):
+        assert read_tree(roots[target]) == {"srv/http/index.html": "hi", "etc/nginx/nginx.conf": "n"}
+
+
+@pytest.mark.parametrize("example", ["backup-pull.toml", "server-backup.toml", "backup.py"])
+def test_backups(tmp_path: Path, sshd: Sshd, example: str) -> None:
+    master = "web" if example == "backup-pull.toml" else "server"
+    roots = {master: tmp_path / "server root", "backup": tmp_path / "backup root"}
+    hosts = {master: "127.0.0.1", "backup": "localhost"}
+    text = (EXAMPLES / example).read_text()
+    if example.endswith(".py"):
+        for name in roots:
+            pattern = rf'synco.Server\("{name}", host="[^"]+", root="[^"]+"'
+            replacement = (f'synco.Server("{name}", host="{hosts[name]}", root="{roots[name]}", '
+                           f'user="{sshd.user}", port={sshd.port}, identity_file="{sshd.identity_file}", '
+                           f"ssh_options={sshd.ssh_options!r}")  # fmt: skip
+            text, count = re.subn(pattern, replacement, text)
+            assert count == 1
+    else:
+        text = localize(text, sshd, hosts, roots)
+    script = tmp_path / example
+    script.write_text(text)
+    write_tree(roots[master], {"etc/hostname": "server", "srv/www/a": "1", "home/u/.cache/junk": "j",
+                               "home/u/notes": "n", "var/backups/old.tar": "t"})  # fmt: skip
+    result = synco("run", "--as", "backup", str(script))
+    assert result.returncode == 0, result.stderr
+    copied = read_tree(roots["backup"])
+    assert copied["etc/hostname"] == "server"
+    assert "home/u/.cache/junk" not in copied
+    if master == "server":
+        assert copied["home/u/notes"] == "n"
+        assert "var/backups/synco/packages.list" in copied  # the master's prepare handler ran there
+        assert copied["var/backups/synco/packages.list"].strip()
+    else:
+        assert copied["srv/www/a"] == "1"
+
+
+def test_python_example_runs_as_a_program(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "backup.py"), "check"], capture_output=True, text=True
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "ok")
+
+
+def test_dns_failover(tmp_path: Path, sshd: Sshd) -> None:
+    """The master is a name; pointing the name at the other server reverses the flow."""
+    roots = {"s01": tmp_path / "s01", "s02": tmp_path / "s02"}
+    hosts = {"s01": "localhost", "s02": "127.0.0.2"}
+    text = localize((EXAMPLES / "dns-failover.toml").read_text(), sshd, hosts, roots)
+    script = tmp_path / "dns-failover.toml"
+    # The system resolver knows "localhost" (s01); the name stands for primary.example.com.
+    script.write_text(text.replace('master = "primary.example.com"', 'master = "localhost"'))
+    write_tree(roots["s01"], {"srv/http/index.html": "from s01"})
+    answer = json.loads(synco("master", "--as", "s01", "--json", str(script), check=True).stdout)
+    assert answer["master"] == "s01" and "localhost" in answer["reason"]
+    assert synco("run", "--as", "s01", str(script)).returncode == 0
+    assert read_tree(roots["s02"]) == {"srv/http/index.html": "from s01"}
+
+    # Fail over: the name now points at s02's address.
+    write_tree(roots["s02"], {"srv/http/index.html": "written on s02 after failover"})
+    script.write_text(text.replace('master = "primary.example.com"', 'master = "127.0.0.2"'))
+    result = synco("run", "--as", "s01", "--json", str(script))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["master"]["server"] == "s02"
+    assert read_tree(roots["s01"]) == {"srv/http/index.html": "written on s02 after failover"}
