@@ -108,6 +108,7 @@ def run(
             env=full_env,
             cwd=cwd,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError:
         return Completed(tuple(argv), 127, "", f"{argv[0]}: command not found", 0.0)
@@ -135,6 +136,16 @@ def run(
         b"".join(stderr).decode("utf-8", "replace"),
         time.monotonic() - started,
     )
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if synco dies, even by SIGKILL (Linux PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _pump(stream: object, sink: list[bytes], echo: bool) -> None:

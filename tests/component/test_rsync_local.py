@@ -212,3 +212,44 @@ def test_progress_on_a_terminal(tmp_path: Path) -> None:
     assert "copy d: s01 -> s02" in text
     assert "100%" in text and "to-chk=0/" in text
     assert read_tree(b) == {f"d/{i}": "x" * 1000 for i in range(20)}
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_stopping_synco_stops_rsync(tmp_path: Path, how: str) -> None:
+    """Whether synco is terminated or killed, the rsync it started does not run on behind it."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "d").mkdir(parents=True)
+    (a / "d" / "big").write_bytes(b"x" * 5_000_000)
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(a), "s02": root(b)},
+        directories=[{"path": "d"}],
+        arguments=["--archive", "--bwlimit=200"],
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synco.cli.main", "run", str(script)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    children: list[psutil.Process] = []
+    while not children:
+        assert time.monotonic() < deadline, "rsync did not start"
+        children = [c for c in psutil.Process(process.pid).children(recursive=True) if c.name() == "rsync"]
+        time.sleep(0.02)
+    process.send_signal(getattr(signal, how))
+    _, stderr = process.communicate(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"rsync still running after synco got {how}"
+    if how == "SIGTERM":
+        assert process.returncode == 143
+        assert "terminated" in stderr
+    assert synco("run", "--dry-run", str(script)).returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -83,9 +84,21 @@ def _dispatch(arguments: argparse.Namespace, script: Script | None) -> int:
     return master.command(script, arguments)
 
 
+class Terminated(BaseException):
+    """SIGTERM: unwind like an interruption so that child processes are stopped first."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def _guarded(action: object) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return action()  # type: ignore[operator,no-any-return]
+    except Terminated:
+        error("terminated")
+        return 143
     except SyncoError as failure:
         error(str(failure))
         return failure.exit_code
