@@ -12,6 +12,7 @@ from typing import Any
 from synco.errors import ConfigError
 from synco.model import (
     DEFAULT_RSYNC_ARGUMENTS,
+    SNAPSHOT_BACKENDS,
     CommandHandler,
     Direction,
     Directory,
@@ -29,7 +30,7 @@ from synco.toml_lines import key_lines, line_of
 from synco.validation import validate
 
 TOP_KEYS = ("master", "description", "method", "servers", "directories", "events")
-METHOD_KEYS = ("name", "direction", "arguments", "events")
+METHOD_KEYS = ("name", "direction", "arguments", "events", "publish", "verify", "snapshot_backend")
 SERVER_KEYS = (
     "host",
     "root",
@@ -90,6 +91,15 @@ class _Reader:
             self.problem(_join(key, name), f"must be an array of strings, not {_kind(value)}")
             return None
         return tuple(value)
+
+    def boolean(self, key: str, table: dict[str, Any], name: str, default: bool) -> bool:
+        value = table.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.problem(_join(key, name), f"must be true or false, not {_kind(value)}")
+            return default
+        return value
 
     def table(self, key: str, table: dict[str, Any], name: str) -> dict[str, Any] | None:
         value = table.get(name)
@@ -187,6 +197,9 @@ def _build_method(reader: _Reader, table: dict[str, Any]) -> Method:
         direction=Direction(direction or Direction.PUSH),
         arguments=DEFAULT_RSYNC_ARGUMENTS if arguments is None else arguments,
         events=_build_events(reader, "method.events", table),
+        publish=reader.boolean("method", table, "publish", True),
+        verify=reader.boolean("method", table, "verify", False),
+        snapshot_backend=reader.choice("method", table, "snapshot_backend", SNAPSHOT_BACKENDS) or "hardlink",
     )
 
 
@@ -216,6 +229,7 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
             priority=_default(reader.integer(key, table, "priority"), 100),
             role=Role(role or Role.REPLICA),
             mountpoint=reader.string(key, table, "mountpoint"),
+            synco_path=reader.string(key, table, "synco_path") or "synco",
             events=events,
         )
         if root is not None:

@@ -10,18 +10,21 @@ does not stop the other targets: every failure is recorded and the run fails at 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from synco import shell
-from synco.errors import OperationError, SyncoError
+from synco.errors import ConfigError, OperationError, SyncoError
 from synco.events import Scope, fire
 from synco.model import Directory, Event, Events, Script, Server
 from synco.report import CopyRecord, EventRecord, RunReport
 from synco.resolution import CurrentDecision, MasterDecision, is_local
 from synco.rsync import Features, Verdict, classify, describe_exit, local_features, parse_stats
+from synco.snapshot_store import SnapshotStore
 from synco.transfer import plan_transfer
 
 
@@ -127,10 +130,16 @@ class Execution:
         scope = self._scope("server", server=target, target=target)
 
         def directories() -> bool:
+            started = datetime.now(UTC)
+            first_copy = len(self.report.copies)
+            if self.script.method.snapshots:
+                self._begin_snapshot(target)
             results = [self._run_directory(target, d) for d in self.script.directories]
             failed = results.count(False)
             if failed:
                 raise ChildrenFailed(f"{failed} of {len(results)} directories failed")
+            if self.script.method.snapshots and self.script.method.publish and not self.dry_run:
+                self._publish_snapshot(target, started, self.report.copies[first_copy:])
             return True
 
         return self._attempt("server", target.name, target.events, scope, directories)
@@ -144,6 +153,96 @@ class Execution:
             scope,
             lambda: self._copy(target, directory),
         )
+
+    # -- verification -------------------------------------------------------------------
+
+    def verify(self, only: str | None = None) -> dict[str, object]:
+        """Compare each target's copy with the master by checksum; nothing is written."""
+        targets: dict[str, dict[str, object]] = {}
+        for target in self.script.servers:
+            if target.name == self.master.name or (only is not None and target.name != only):
+                continue
+            differences: list[str] = []
+            error = None
+            for directory in self.script.directories:
+                try:
+                    transfer = plan_transfer(
+                        self.script,
+                        self.master,
+                        target,
+                        directory,
+                        is_local=self.is_local,
+                        features=self.features,
+                        verify=True,
+                    )
+                except SyncoError as failure:
+                    error = str(failure)
+                    break
+                argv = (
+                    list(transfer.argv)
+                    if transfer.local
+                    else shell.remote_argv(transfer.runs_on, transfer.argv)
+                )
+                completed = shell.run(argv)
+                if classify(completed.returncode) == Verdict.ERROR:
+                    error = f"{directory.path}: rsync exit {completed.returncode}: {completed.last_lines(3)}"
+                    break
+                differences += [
+                    f"{transfer.directory}: {line}"
+                    for line in completed.stdout.splitlines()
+                    if line.strip() and not line.startswith(".d")
+                ]
+            targets[target.name] = {
+                "ok": not differences and error is None,
+                "differences": differences,
+                "error": error,
+            }
+        if only is not None and not targets:
+            raise ConfigError(f"--target {only!r} is not a target of this script")
+        return {"ok": all(t["ok"] for t in targets.values()), "master": self.master.name, "targets": targets}
+
+    # -- snapshots on the target --------------------------------------------------------
+
+    def _on_target(self, target: Server, arguments: list[str], what: str) -> str:
+        """Run a snapshot operation on the target: in-process here, `synco` there through ssh."""
+        argv = [target.synco_path, "--root", target.root, *arguments]
+        completed = shell.run(shell.remote_argv(target, argv))
+        if completed.returncode != 0:
+            raise OperationError(
+                f"{what} on {target.name} failed (exit {completed.returncode}): {completed.last_lines(3)}"
+            )
+        return completed.stdout.strip()
+
+    def _begin_snapshot(self, target: Server) -> None:
+        backend = self.script.method.snapshot_backend
+        if backend == "hardlink" or self.dry_run:
+            return
+        if self.is_local(target):
+            SnapshotStore(Path(target.root)).begin(backend)
+        else:
+            self._on_target(target, ["snapshot-begin", "--backend", backend], "preparing the snapshot")
+
+    def _publish_snapshot(self, target: Server, started: datetime, copies: list[CopyRecord]) -> None:
+        method = self.script.method
+        metadata = {
+            "source": self.master.name,
+            "target": target.name,
+            "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "finished": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "exit_status": max((c.exit_code or 0 for c in copies), default=0),
+            "directories": {c.directory: {"exit_code": c.exit_code, **c.stats} for c in copies},
+        }
+        if self.is_local(target):
+            name = SnapshotStore(Path(target.root)).publish(
+                metadata, with_manifest=method.verify, backend=method.snapshot_backend
+            )
+        else:
+            arguments = ["rotate", "--metadata", json.dumps(metadata), "--backend", method.snapshot_backend]
+            name = self._on_target(
+                target, arguments + (["--manifest"] if method.verify else []), "publishing"
+            )
+        self.log(f"published snapshot {name} on {target.name}")
+        self.report.snapshots[target.name] = name
 
     def _copy(self, target: Server, directory: Directory) -> bool:
         transfer = plan_transfer(

@@ -41,7 +41,8 @@ class Role(StrEnum):
     BACKUP = "backup"
 
 
-METHOD_NAMES = ("rsync",)
+METHOD_NAMES = ("rsync", "snapshot")
+SNAPSHOT_BACKENDS = ("hardlink", "btrfs")
 DEFAULT_RSYNC_ARGUMENTS = ("--archive",)
 
 
@@ -119,6 +120,7 @@ class Server:
     priority: int = 100  # 0: never promoted
     role: Role = Role.REPLICA
     mountpoint: str | None = None
+    synco_path: str = "synco"  # the synco command on this server, for snapshot publication over ssh
     events: Events = field(default_factory=Events)
 
     def __post_init__(self) -> None:
@@ -169,6 +171,13 @@ class Method:
     direction: Direction = Direction.PUSH
     arguments: tuple[str, ...] = DEFAULT_RSYNC_ARGUMENTS
     events: Events = field(default_factory=Events)
+    publish: bool = True  # snapshot: publish each target's snapshot when all its directories succeed
+    verify: bool = False  # snapshot: record a checksum manifest in every snapshot
+    snapshot_backend: str = "hardlink"  # snapshot: "hardlink" (--link-dest) or "btrfs"
+
+    @property
+    def snapshots(self) -> bool:
+        return self.name == "snapshot"
 
     def __post_init__(self) -> None:
         _coerce(

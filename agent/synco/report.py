@@ -38,6 +38,7 @@ class RunReport:
     events: list[EventRecord] = field(default_factory=list)
     copies: list[CopyRecord] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    snapshots: dict[str, str] = field(default_factory=dict)  # target -> snapshot published
 
     @property
     def ok(self) -> bool:
@@ -64,5 +65,6 @@ class RunReport:
             "copies": [asdict(c) for c in self.copies],
             "events": [asdict(e) for e in self.events],
             "failures": self.failures,
+            "snapshots": self.snapshots,
             "summary": self.summary(),
         }

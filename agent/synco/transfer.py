@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from synco.model import Direction, Directory, Script, Server
 from synco.paths import normalize_relative
 from synco.rsync import Features
 from synco.shell import rsync_location, ssh_argv
+from synco.snapshot_names import IN_PROGRESS, LATEST, METADATA_DIR
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,13 @@ class Transfer:
         return f"{self.directory}: {self.master.name} -> {self.target.name}"
 
 
+def path_in(server: Server, relative: str, into: str | None = None) -> str:
+    """`root[/into]/relative/`, always with a trailing slash (rsync copies contents)."""
+    base = posixpath.join(server.root, into) if into else server.root
+    full = base if relative in ("", ".") else posixpath.join(base, relative)
+    return full.rstrip("/") + "/"
+
+
 def plan_transfer(
     script: Script,
     master: Server,
@@ -38,25 +47,42 @@ def plan_transfer(
     features: Features,
     dry_run: bool = False,
     progress: bool = False,
+    verify: bool = False,
 ) -> Transfer:
     """The rsync command that makes `target`'s copy of `directory` equal to the master's.
 
     Push runs rsync where the master is, pull where the target is; the other side is a
     local path when it shares the host, else `[user@]host:path` reached with its ssh options.
+    The snapshot method writes into `latest.snapshot/`, hard-linking unchanged files to
+    `latest/` (or updating a btrfs mirror in place). `verify` compares instead of copying:
+    checksums of the master's files against the target's copy (`latest/` for snapshots).
     """
     path = normalize_relative(directory.path)
-    runs_on, other = (master, target) if script.method.direction == Direction.PUSH else (target, master)
+    method = script.method
+    runs_on, other = (master, target) if method.direction == Direction.PUSH else (target, master)
     colocated = (is_local(runs_on) and is_local(other)) or (
         runs_on.connection is not None and runs_on.connection == other.connection
     )
     if not colocated and other.host is None:
         raise ConfigError(
             f"cannot copy {path!r} from {master.name} to {target.name}: rsync runs on "
-            f"{runs_on.name} ({script.method.direction.value}) and {other.name} has no host to "
+            f"{runs_on.name} ({method.direction.value}) and {other.name} has no host to "
             f"reach it by; set servers.{other.name}.host"
         )
-    argv = ["rsync", *script.method.arguments, *directory.arguments, *features.safety_arguments()]
-    if dry_run:
+    argv = ["rsync", *method.arguments, *directory.arguments, *features.safety_arguments()]
+    into: str | None = None
+    if method.snapshots:
+        into = LATEST if verify else IN_PROGRESS
+        argv.append("--delete")
+        if path == ".":
+            argv.append(f"--exclude=/{METADATA_DIR}/")  # the snapshot's own metadata
+        if not verify and method.snapshot_backend == "btrfs":
+            argv += ["--inplace", "--no-whole-file"]
+        elif not verify:
+            argv.append(f"--link-dest={path_in(target, path, LATEST)}")
+    if verify:
+        argv += ["--dry-run", "--checksum", "--itemize-changes"]
+    elif dry_run:
         argv += ["--dry-run", "--itemize-changes"]
     elif progress:
         argv += ["--info=progress2"]
@@ -65,9 +91,8 @@ def plan_transfer(
     if not colocated:
         argv += ["-e", shlex.join(ssh_argv(other))]
 
-    def location(server: Server) -> str:
-        full = server.path(path)
+    def location(server: Server, full: str) -> str:
         return full if colocated or server is runs_on else rsync_location(server, full)
 
-    argv += ["--", location(master), location(target)]
+    argv += ["--", location(master, path_in(master, path)), location(target, path_in(target, path, into))]
     return Transfer(master, target, path, runs_on, is_local(runs_on), tuple(argv))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from synco.model import METHOD_NAMES, CommandHandler, Event, Events, Script, Server, Side
+from synco.model import METHOD_NAMES, SNAPSHOT_BACKENDS, CommandHandler, Event, Events, Script, Server, Side
 from synco.paths import normalize_relative
 from synco.problems import Problem
 
@@ -55,6 +55,15 @@ def _script_problems(script: Script) -> Iterator[Problem]:
             f"unknown method {method.name!r}; choose one of: {', '.join(METHOD_NAMES)}",
         )
     yield from _arguments_problems("method.arguments", method.arguments)
+    if method.snapshot_backend not in SNAPSHOT_BACKENDS:
+        yield Problem(
+            "method.snapshot_backend",
+            f"{method.snapshot_backend!r} is not one of: {', '.join(SNAPSHOT_BACKENDS)}",
+        )
+    if not method.snapshots and (
+        method.snapshot_backend != "hardlink" or method.verify or not method.publish
+    ):
+        yield Problem("method", "publish, verify and snapshot_backend apply to the snapshot method only")
     yield from _events_problems("method.events", method.events, SCRIPT_SIDES)
     yield from _master_problems(script.master, names)
     yield from _events_problems("events", script.events, SCRIPT_SIDES)

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from synco import __version__
-from synco.cli import check, master, run
+from synco.cli import check, list_snapshots, master, prune, rotate, run, verify
 from synco.cli.output import error
 from synco.errors import EXIT_FAILED, EXIT_USAGE, SyncoError
-from synco.loader import load
+from synco.loader import checked, load
 from synco.model import Script
 
 DESCRIPTION = "Synco keeps servers in sync and backed up with rsync."
@@ -34,6 +34,12 @@ def _usage(message: str) -> int:
 def build_parser(with_script: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(prog="synco", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"synco {__version__}")
+    parser.add_argument(
+        "--root",
+        default=".",
+        metavar="DIR",
+        help="snapshot root for rotate, prune, list and verify (default: here)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module, help_text in (
         ("run", run, "run a backup script once"),
@@ -44,6 +50,18 @@ def build_parser(with_script: bool = True) -> argparse.ArgumentParser:
         if with_script:
             sub.add_argument("script", metavar="SCRIPT", help="backup script (.toml or .py)")
         module.add_arguments(sub)
+    for name, add, help_text in (
+        ("rotate", rotate.add_arguments, "publish latest.snapshot and point latest at it"),
+        ("prune", prune.add_arguments, "erase the snapshots the retention policy does not keep"),
+        ("list", list_snapshots.add_arguments, "list snapshots, their age and size"),
+        ("verify", verify.add_arguments, "check a snapshot against its manifest or its source"),
+        (
+            "snapshot-begin",
+            rotate.begin_arguments,
+            "prepare latest.snapshot for writing (btrfs: a subvolume)",
+        ),
+    ):
+        add(commands.add_parser(name, help=help_text, description=help_text))
     return parser
 
 
@@ -64,21 +82,25 @@ def main_for_script(script: Script, argv: list[str]) -> int:
     return _guarded(lambda: _dispatch(arguments, script))
 
 
+ROOT_COMMANDS = {
+    "rotate": rotate.command,
+    "prune": prune.command,
+    "list": list_snapshots.command,
+    "verify": verify.command,
+    "snapshot-begin": rotate.begin,
+}
+
+
 def _dispatch(arguments: argparse.Namespace, script: Script | None) -> int:
+    if arguments.command in ROOT_COMMANDS:
+        return ROOT_COMMANDS[arguments.command](Path(arguments.root).absolute(), arguments)
     if arguments.command == "check":
         if script is not None:
-            from synco.loader import checked
-
             checked(script)
             print("ok")
             return 0
         return check.command(Path(arguments.script), arguments)
-    if script is None:
-        script = load(arguments.script)
-    else:
-        from synco.loader import checked
-
-        script = checked(script, os.path.abspath(sys.argv[0]))
+    script = load(arguments.script) if script is None else checked(script, os.path.abspath(sys.argv[0]))
     if arguments.command == "run":
         return run.command(script, arguments)
     return master.command(script, arguments)
