@@ -41,6 +41,7 @@ SERVER_KEYS = (
     "priority",
     "role",
     "mountpoint",
+    "synco_path",
     "events",
 )
 DIRECTORY_KEYS = ("path", "arguments", "events")

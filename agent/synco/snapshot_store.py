@@ -58,7 +58,7 @@ class SnapshotStore:
     # -- reading -------------------------------------------------------------------------
 
     def snapshots(self) -> list[Snapshot]:
-        """Every entry whose name parses as a snapshot name; nothing else is ever touched."""
+        """Directories (and symlinks) whose names parse as snapshot names; nothing else is ever touched."""
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:
@@ -68,7 +68,13 @@ class SnapshotStore:
         found = []
         for name in names:
             parsed = parse_name(name, self.fmt)
-            if parsed is not None and name not in (self.in_progress, self.latest):
+            if parsed is None or name in (self.in_progress, self.latest):
+                continue
+            try:
+                mode = os.lstat(self.root / name).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):  # a stray file is never a snapshot
                 found.append(Snapshot(name, parsed[0], parsed[1]))
         return sorted(found, key=lambda s: s.order)
 

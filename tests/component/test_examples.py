@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import read_tree, synco, write_tree
+from tests.support.snapshots import SYNCO, inode, latest
 from tests.support.sshd import Sshd
 
 pytestmark = pytest.mark.usefixtures("rsync")
@@ -27,8 +28,11 @@ def localize(text: str, sshd: Sshd, hosts: dict[str, str], roots: dict[str, Path
         if match and match.group(1) in roots:
             name = match.group(1)
             section = re.sub(r"(?m)^(host|user|root) = .*\n", "", section)
-            section = section.replace(match.group(0), match.group(0) + sshd.server_toml(hosts[name]) +
-                                      f'root = "{roots[name]}"\n', 1)  # fmt: skip
+            section = section.replace(
+                match.group(0),
+                match.group(0) + sshd.server_toml(hosts[name]) + f'root = "{roots[name]}"\n',
+                1,
+            )
         out.append(section)
     return "".join(out)
 
@@ -60,17 +64,27 @@ def test_backups(tmp_path: Path, sshd: Sshd, example: str) -> None:
     if example.endswith(".py"):
         for name in roots:
             pattern = rf'synco.Server\("{name}", host="[^"]+", root="[^"]+"'
-            replacement = (f'synco.Server("{name}", host="{hosts[name]}", root="{roots[name]}", '
-                           f'user="{sshd.user}", port={sshd.port}, identity_file="{sshd.identity_file}", '
-                           f"ssh_options={sshd.ssh_options!r}")  # fmt: skip
+            replacement = (
+                f'synco.Server("{name}", host="{hosts[name]}", root="{roots[name]}", '
+                f'user="{sshd.user}", port={sshd.port}, identity_file="{sshd.identity_file}", '
+                f"ssh_options={sshd.ssh_options!r}"
+            )
             text, count = re.subn(pattern, replacement, text)
             assert count == 1
     else:
         text = localize(text, sshd, hosts, roots)
     script = tmp_path / example
     script.write_text(text)
-    write_tree(roots[master], {"etc/hostname": "server", "srv/www/a": "1", "home/u/.cache/junk": "j",
-                               "home/u/notes": "n", "var/backups/old.tar": "t"})  # fmt: skip
+    write_tree(
+        roots[master],
+        {
+            "etc/hostname": "server",
+            "srv/www/a": "1",
+            "home/u/.cache/junk": "j",
+            "home/u/notes": "n",
+            "var/backups/old.tar": "t",
+        },
+    )
     result = synco("run", "--as", "backup", str(script))
     assert result.returncode == 0, result.stderr
     copied = read_tree(roots["backup"])
@@ -112,3 +126,47 @@ def test_dns_failover(tmp_path: Path, sshd: Sshd) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["master"]["server"] == "s02"
     assert read_tree(roots["s01"]) == {"srv/http/index.html": "written on s02 after failover"}
+
+
+def test_incremental_backup_rotates_and_prunes_on_the_backup_server(tmp_path: Path, sshd: Sshd) -> None:
+    roots = {"server": tmp_path / "server", "backup": tmp_path / "backup root"}
+    hosts = {"server": "localhost", "backup": "127.0.0.1"}
+    text = localize((EXAMPLES / "incremental-backup.toml").read_text(), sshd, hosts, roots)
+    text = text.replace('["synco", ', f'["{SYNCO}", ')
+    script = tmp_path / "incremental.toml"
+    script.write_text(text)
+    write_tree(roots["server"], {"etc/hostname": "server", "srv/a": "1", "srv/cache/x": "c", "home/u/n": "n"})
+    assert synco("run", "--as", "server", str(script)).returncode == 0
+    first = latest(roots["backup"])
+    write_tree(roots["server"], {"srv/a": "changed, longer"})
+    result = synco("run", "--as", "server", str(script))
+    assert result.returncode == 0, result.stderr
+    second = latest(roots["backup"])
+    assert first != second
+    assert inode(first / "etc/hostname") == inode(second / "etc/hostname")
+    assert (second / "srv/a").read_text() == "changed, longer" and not (second / "srv/cache").exists()
+    assert not (roots["backup"] / "latest.snapshot").exists()
+
+    script.write_text(text.replace('"--daily", "14"', '"--daily", "fourteen"'))
+    write_tree(roots["server"], {"srv/a": "third version"})
+    failed = synco("run", "--as", "server", str(script))
+    assert failed.returncode == 1
+    assert "server backup: success handler failed" in failed.stderr and "fourteen" in failed.stderr
+
+
+def test_server_snapshots_with_manifest(tmp_path: Path, sshd: Sshd) -> None:
+    roots = {"db": tmp_path / "db", "backup": tmp_path / "backup"}
+    hosts = {"db": "127.0.0.1", "backup": "localhost"}
+    text = localize((EXAMPLES / "server-snapshots.toml").read_text(), sshd, hosts, roots)
+    script = tmp_path / "snapshots.toml"
+    script.write_text(text.replace('["synco", ', f'["{SYNCO}", '))
+    write_tree(roots["db"], {"etc/hostname": "db", "tmp/junk": "j", "srv/data": "d"})
+    result = synco("run", "--as", "backup", str(script))
+    assert result.returncode == 0, result.stderr
+    snapshot = latest(roots["backup"])
+    assert (snapshot / "var/backups/synco/packages.list").read_text().strip()
+    assert not (snapshot / "tmp").exists()
+    assert synco("--root", str(roots["backup"]), "verify").returncode == 0
+    (snapshot / "srv/data").write_text("bit rot")
+    rotten = synco("--root", str(roots["backup"]), "verify")
+    assert rotten.returncode == 1 and "srv/data" in rotten.stdout

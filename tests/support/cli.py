@@ -37,7 +37,7 @@ def read_tree(root: Path) -> dict[str, str]:
     if not root.exists():
         return {}
     return {
-        str(p.relative_to(root)): p.read_text()
+        str(p.relative_to(root)): p.read_bytes().decode("utf-8", "replace")
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
