@@ -153,22 +153,29 @@ def load_script(path: str | Path) -> Script:
 
 
 def parse_script(text: str, source: str | None = None) -> tuple[Script | None, list[Problem]]:
-    """The script and the problems found in TOML `text` (script is None when unusable)."""
+    """The script and the problems found in TOML `text` (script is None when unusable).
+
+    Structural problems (types, unknown keys) and semantic ones (paths, overlaps, sides)
+    are all reported together, each key once.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         return None, [Problem("", f"not valid TOML: {error}")]
     reader = _Reader()
     script = _build_script(reader, data, source)
-    problems = reader.problems
-    if script is not None and not problems:
-        problems = validate(script)
+    problems = list(reader.problems)
+    seen = {p.key for p in problems}
+    for problem in validate(script):
+        if problem.key not in seen and not any(problem.key.startswith(k + ".") for k in seen if k):
+            problems.append(problem)
+            seen.add(problem.key)
     lines = key_lines(text)
     located = [Problem(p.key, p.message, line_of(p.key, lines)) for p in problems]
     return (script if not located else None), located
 
 
-def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> Script | None:
+def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> Script:
     reader.keys("", data, TOP_KEYS)
     master = reader.string("", data, "master", required=True)
     reader.string("", data, "description")
@@ -176,12 +183,10 @@ def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> 
     servers = list(_build_servers(reader, data))
     directories = list(_build_directories(reader, data))
     events = _build_events(reader, "events", data)
-    if master is None:
-        return None
     return Script(
         servers=tuple(servers),
         directories=tuple(directories),
-        master=master,
+        master=master or "",
         method=method,
         events=events,
         source=source,
@@ -190,11 +195,11 @@ def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> 
 
 def _build_method(reader: _Reader, table: dict[str, Any]) -> Method:
     reader.keys("method", table, METHOD_KEYS)
-    name = reader.string("method", table, "name") or "rsync"
+    name = reader.string("method", table, "name")
     direction = reader.choice("method", table, "direction", tuple(d.value for d in Direction))
     arguments = reader.strings("method", table, "arguments")
     return Method(
-        name=name,
+        name="rsync" if name is None else name,
         direction=Direction(direction or Direction.PUSH),
         arguments=DEFAULT_RSYNC_ARGUMENTS if arguments is None else arguments,
         events=_build_events(reader, "method.events", table),
@@ -221,7 +226,7 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
         events = _build_events(reader, f"{key}.events", table)
         server = Server(
             name=name,
-            root=root or "/",
+            root="" if root is None else root,
             host=reader.string(key, table, "host"),
             user=reader.string(key, table, "user"),
             port=reader.integer(key, table, "port"),
@@ -233,8 +238,7 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
             synco_path=reader.string(key, table, "synco_path") or "synco",
             events=events,
         )
-        if root is not None:
-            yield server
+        yield server
 
 
 def _default(value: int | None, default: int) -> int:

@@ -40,3 +40,7 @@ class ResolutionError(ConfigError):
 
 class LockedError(OperationError):
     """Another run of the same script holds its lock."""
+
+
+class Terminated(BaseException):
+    """SIGTERM: unwinds like an interruption, so that child processes are stopped first."""

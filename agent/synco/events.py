@@ -49,6 +49,8 @@ class Scope:
             return None
         if side == Side.MASTER:
             return self.master
+        if side == Side.TARGET and self.level == "server":
+            return self.server
         if side == Side.TARGET:
             if self.target is None:
                 raise OperationError(f"a {self.level} {self.event} handler has no target server")
@@ -81,7 +83,7 @@ class Scope:
         return env
 
     def run(self, *argv: str, on: Side | str | None = None) -> Completed | None:
-        """Run a command on the side `on`; raise OperationError if it fails.
+        """Run a command on the side `on`, in that server's root; raise OperationError if it fails.
 
         In a dry run nothing is executed: the command is only reported.
         """
@@ -107,8 +109,14 @@ class Scope:
 
 
 def fire(events: Events, event: Event, scope: Scope) -> str | None:
-    """Run every handler of `event` in order; the first failure stops them and is returned."""
+    """Run every handler of `event` in order; the first failure stops them and is returned.
+
+    In a dry run, commands are only shown and Python handlers are not called.
+    """
     for handler in events.of(event):
+        if scope.dry_run and not isinstance(handler, CommandHandler):
+            scope.log(f"  would call {getattr(handler, '__qualname__', repr(handler))}")
+            continue
         try:
             if isinstance(handler, CommandHandler):
                 for argv in handler.commands:
@@ -117,6 +125,8 @@ def fire(events: Events, event: Event, scope: Scope) -> str | None:
                 handler(scope)
         except SyncoError as error:
             return str(error)
+        except SystemExit as error:
+            return f"the handler called sys.exit({error.code!r})"
         except Exception as error:  # a Python handler's bug must not abort the other targets
             return f"{type(error).__name__}: {error}"
     return None

@@ -17,13 +17,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from synco import shell
+from synco import commands, shell
 from synco.errors import ConfigError, OperationError, SyncoError
 from synco.events import Scope, fire
 from synco.model import Directory, Event, Events, Script, Server
+from synco.paths import normalize_relative
 from synco.report import CopyRecord, EventRecord, RunReport
 from synco.resolution import CurrentDecision, MasterDecision, is_local
-from synco.rsync import Features, Verdict, classify, describe_exit, local_features, parse_stats
+from synco.rsync import Features, Verdict, classify, describe_exit, parse_stats
+from synco.rsync_probe import local_features
 from synco.snapshot_store import SnapshotStore
 from synco.transfer import plan_transfer
 
@@ -76,9 +78,10 @@ class Execution:
             cwd = str(Path(self.script.source).resolve().parent) if self.script.source else None
             return shell.run(argv, env=env, cwd=cwd)
         if self.is_local(server):
-            cwd = server.root if os.path.isdir(server.root) else "/"
-            return shell.run(argv, env=env, cwd=cwd)
-        return shell.run(shell.remote_argv(server, argv, env, cwd=server.root))
+            if not os.path.isdir(server.root):
+                return shell.Completed(tuple(argv), 1, "", f"synco: {server.root} does not exist", 0.0)
+            return shell.run(argv, env=env, cwd=server.root)
+        return shell.run(commands.remote_argv(server, argv, env, cwd=server.root))
 
     # -- the run ------------------------------------------------------------------------
 
@@ -87,8 +90,32 @@ class Execution:
         self.log(f"this machine: {self.current.server or '(no server)'} ({self.current.reason})")
         name = Path(self.script.source).name if self.script.source else "script"
         self._attempt("script", name, self.script.events, self._scope("script"), self._run_master)
+        self._record_skipped()
         self.log(self.report.summary())
         return self.report
+
+    def _record_skipped(self) -> None:
+        """A record for every copy an earlier failure prevented, so the report is complete."""
+        done = {(c.target, c.directory) for c in self.report.copies}
+        for target in self.script.servers:
+            if target.name == self.master.name:
+                continue
+            for directory in self.script.directories:
+                path = normalize_relative(directory.path)
+                if (target.name, path) not in done:
+                    self.report.copies.append(
+                        CopyRecord(
+                            path,
+                            self.master.name,
+                            target.name,
+                            "",
+                            "skipped",
+                            None,
+                            "not attempted: an earlier step failed",
+                            0.0,
+                            (),
+                        )
+                    )
 
     def _scope(self, level: str, **objects: object) -> Callable[[Event, str | None], Scope]:
         def make(event: Event, error: str | None) -> Scope:
@@ -132,6 +159,7 @@ class Execution:
         def directories() -> bool:
             started = datetime.now(UTC)
             first_copy = len(self.report.copies)
+            self._check_mountpoint(target)
             if self.script.method.snapshots:
                 self._begin_snapshot(target)
             results = [self._run_directory(target, d) for d in self.script.directories]
@@ -181,7 +209,7 @@ class Execution:
                 argv = (
                     list(transfer.argv)
                     if transfer.local
-                    else shell.remote_argv(transfer.runs_on, transfer.argv)
+                    else commands.remote_argv(transfer.runs_on, transfer.argv)
                 )
                 completed = shell.run(argv)
                 if classify(completed.returncode) == Verdict.ERROR:
@@ -206,12 +234,29 @@ class Execution:
     def _on_target(self, target: Server, arguments: list[str], what: str) -> str:
         """Run a snapshot operation on the target: in-process here, `synco` there through ssh."""
         argv = [target.synco_path, "--root", target.root, *arguments]
-        completed = shell.run(shell.remote_argv(target, argv))
+        completed = shell.run(commands.remote_argv(target, argv))
         if completed.returncode != 0:
             raise OperationError(
                 f"{what} on {target.name} failed (exit {completed.returncode}): {completed.last_lines(3)}"
             )
         return completed.stdout.strip()
+
+    def _check_mountpoint(self, target: Server) -> None:
+        """Refuse to write to a target whose backup disk is not mounted (it would fill the disk beneath)."""
+        if target.mountpoint is None:
+            return
+        if self.is_local(target):
+            mounted = os.path.ismount(target.mountpoint)
+        else:
+            mounted = (
+                shell.run(commands.remote_argv(target, ["mountpoint", "-q", target.mountpoint])).returncode
+                == 0
+            )
+        if not mounted:
+            raise OperationError(
+                f"{target.mountpoint} is not mounted on {target.name}; "
+                "refusing to write to the disk beneath it"
+            )
 
     def _begin_snapshot(self, target: Server) -> None:
         backend = self.script.method.snapshot_backend
@@ -257,7 +302,9 @@ class Execution:
         )
         where = "here" if transfer.local else f"on {transfer.runs_on.name}"
         self.log(f"copy {transfer.describe()} (rsync {where})")
-        argv = list(transfer.argv) if transfer.local else shell.remote_argv(transfer.runs_on, transfer.argv)
+        argv = (
+            list(transfer.argv) if transfer.local else commands.remote_argv(transfer.runs_on, transfer.argv)
+        )
         completed = shell.run(argv, echo=self.progress)
         verdict = classify(completed.returncode)
         if self.dry_run:
@@ -313,6 +360,8 @@ class Execution:
                 error = f"{level} {name}: {failure}"
             except SyncoError as failure:
                 error = self._failure(f"{level} {name}: {failure}")
+            except Exception as failure:  # a bug or an OS error still fires failure and finish
+                error = self._failure(f"{level} {name}: {type(failure).__name__}: {failure}")
             else:
                 success_error = self._fire(level, name, events, Event.SUCCESS, make_scope, None)
                 if success_error is not None:

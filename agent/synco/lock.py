@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -14,21 +13,24 @@ from synco.errors import LockedError, OperationError
 
 
 def lock_directory() -> Path:
-    """SYNCO_LOCK_DIR, else /run/lock/synco for root, else the user's runtime directory."""
+    """SYNCO_LOCK_DIR, else /run/lock/synco for root, else the user's state directory.
+
+    The same place whatever the session (cron has no XDG_RUNTIME_DIR), never a shared /tmp.
+    """
     configured = os.environ.get("SYNCO_LOCK_DIR")
     if configured:
         return Path(configured)
-    if os.geteuid() == 0 and Path("/run/lock").is_dir():
+    if os.geteuid() == 0:
         return Path("/run/lock/synco")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
-        return Path(runtime) / "synco"
-    return Path(tempfile.gettempdir()) / f"synco-{os.geteuid()}"
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(state) / "synco" / "locks"
 
 
 def lock_path(identity: str) -> Path:
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(identity).name)[:40]
+    """The lock file of a script: keyed by its resolved path, so every spelling shares it."""
+    resolved = os.path.realpath(identity) if os.path.exists(identity) else identity
+    digest = hashlib.sha256(resolved.encode()).hexdigest()[:16]
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(resolved).name)[:40]
     return lock_directory() / f"{stem}-{digest}.lock"
 
 
@@ -43,7 +45,7 @@ class ScriptLock:
     def __enter__(self) -> ScriptLock:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as error:
             raise OperationError(f"cannot create lock file {self.path}: {error.strerror}") from error
         try:

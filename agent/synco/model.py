@@ -96,6 +96,10 @@ class Events:
         values: dict[str, tuple[Handler, ...]] = {}
         for key, value in handlers.items():
             event = Event(key)
+            if isinstance(value, str):
+                raise TypeError(
+                    f"{event.value} handler {value!r} is a string; use synco.command({value!r}, ...)"
+                )
             if isinstance(value, CommandHandler) or callable(value):
                 values[event.value] = (value,)
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,7 +28,7 @@ def run(
     from synco.cli.run import execute
     from synco.loader import checked
 
-    source = script.source or (sys.argv[0] if sys.argv and sys.argv[0] else None)
+    source = script.source or (os.path.realpath(sys.argv[0]) if sys.argv and sys.argv[0] else None)
     return execute(
         checked(script, source),
         dry_run=dry_run,

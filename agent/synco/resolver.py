@@ -70,11 +70,12 @@ def server_answers(script: Script, resolver: Resolver, local: LocalIdentity) -> 
 
 
 def resolve(
-    script: Script, as_name: str | None, resolver: Resolver | None = None
+    script: Script, as_name: str | None, resolver: Resolver | None = None, need_current: bool = True
 ) -> tuple[MasterDecision, CurrentDecision]:
     """Decide the master and the current server, doing only the lookups needed.
 
-    With the master named in the script and `--as`, nothing is looked up at all.
+    With the master named in the script and `--as`, nothing is looked up at all. Without
+    `need_current`, an ambiguous current server is reported in the decision, not raised.
     """
     resolver = resolver or SystemResolver()
     master_is_named = script.master in script.server_names
@@ -84,4 +85,11 @@ def resolve(
     local = local_identity()
     answers = server_answers(script, resolver, local)
     answer = None if master_is_named else resolver.lookup(script.master)
-    return choose_master(script, answer, answers), choose_current(script, as_name, local, answers)
+    master = choose_master(script, answer, answers)
+    try:
+        current = choose_current(script, as_name, local, answers)
+    except ResolutionError as error:
+        if need_current:
+            raise
+        current = CurrentDecision(None, f"unknown: {error}")
+    return master, current

@@ -1,12 +1,10 @@
-"""rsync's exit codes, version features and --stats output."""
+"""rsync's exit codes, version features and --stats output (pure)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
 
 EXIT_MESSAGES = {
     1: "syntax or usage error",
@@ -59,17 +57,13 @@ class Features:
     version: tuple[int, ...]
 
     @property
-    def protects_args_by_default(self) -> bool:
-        """rsync >= 3.2.4 protects remote arguments from the remote shell by itself."""
-        return self.version >= (3, 2, 4)
-
-    @property
     def mkpath(self) -> bool:
         return self.version >= (3, 2, 3)
 
     def safety_arguments(self) -> list[str]:
-        """Arguments that make remote paths with spaces and quotes arrive unchanged."""
-        arguments = [] if self.protects_args_by_default else ["--protect-args"]
+        """Arguments that make remote paths arrive unchanged whatever the rsync versions and
+        environment (--protect-args also overrides RSYNC_OLD_ARGS), and create parents."""
+        arguments = ["--protect-args"]
         if self.mkpath:
             arguments.append("--mkpath")
         return arguments
@@ -80,16 +74,6 @@ def parse_version(text: str) -> tuple[int, ...]:
     if not match:
         raise ValueError("no version in rsync --version output")
     return tuple(int(p) for p in match.group(1).split("."))
-
-
-@cache
-def local_features(rsync: str = "rsync") -> Features:
-    """Features of the rsync on this machine; assumed for remote ones too (same distribution)."""
-    try:
-        output = subprocess.run([rsync, "--version"], capture_output=True, text=True, check=False).stdout
-        return Features(parse_version(output))
-    except (OSError, ValueError):
-        return Features((3, 2, 7))
 
 
 STATS = {

@@ -1,10 +1,9 @@
-"""Commands on a server: built as argv (pure), run locally or through ssh (adapter)."""
+"""Running commands: in their own process group, stopped with synco, output captured (adapter)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -13,61 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from synco.model import Server
-
-
-def ssh_argv(server: Server) -> list[str]:
-    """ssh and its options for `server`, without the destination (rsync's `-e` form)."""
-    argv = ["ssh", "-o", "BatchMode=yes"]
-    if server.port is not None:
-        argv += ["-p", str(server.port)]
-    if server.identity_file is not None:
-        argv += ["-i", server.identity_file]
-    if server.user is not None:
-        argv += ["-l", server.user]
-    argv += list(server.ssh_options)
-    return argv
-
-
-def ssh_host(server: Server) -> str:
-    assert server.host is not None
-    return server.host.strip("[]")
-
-
-def rsync_location(server: Server, path: str) -> str:
-    """`[user@]host:path` for rsync; IPv6 literals in brackets."""
-    assert server.host is not None
-    host = server.host
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    login = f"{server.user}@{host}" if server.user else host
-    return f"{login}:{path}"
-
-
-def remote_shell_command(argv: Sequence[str], env: Mapping[str, str], cwd: str | None) -> str:
-    """One string for the remote shell: change directory, set variables, exec argv.
-
-    Quoted once with shlex so that it reaches the remote program exactly as given.
-    """
-    parts: list[str] = []
-    if cwd is not None:
-        parts.append(f"cd -- {shlex.quote(cwd)} 2>/dev/null || cd /;")
-    assignments = [f"{k}={v}" for k, v in sorted(env.items())]
-    if assignments:
-        parts.append("exec " + shlex.join(["env", *assignments, *argv]))
-    else:
-        parts.append("exec " + shlex.join(list(argv)))
-    return " ".join(parts)
-
-
-def remote_argv(
-    server: Server,
-    argv: Sequence[str],
-    env: Mapping[str, str] | None = None,
-    cwd: str | None = None,
-) -> list[str]:
-    """The local argv that runs `argv` on `server` through ssh."""
-    return [*ssh_argv(server), "--", ssh_host(server), remote_shell_command(argv, env or {}, cwd)]
+from synco.commands import RSYNC_ENVIRONMENT
 
 
 @dataclass(frozen=True)
@@ -96,7 +41,7 @@ def run(
     terminated before the interruption propagates, so nothing keeps writing behind it.
     """
     started = time.monotonic()
-    full_env = dict(os.environ)
+    full_env = {k: v for k, v in os.environ.items() if k not in RSYNC_ENVIRONMENT}
     if env:
         full_env.update(env)
     try:

@@ -7,11 +7,12 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from synco.commands import rsync_location, ssh_argv
 from synco.errors import ConfigError
 from synco.model import Direction, Directory, Script, Server
+from synco.overlap import overlapping
 from synco.paths import normalize_relative
 from synco.rsync import Features
-from synco.shell import rsync_location, ssh_argv
 from synco.snapshot_names import IN_PROGRESS, LATEST, METADATA_DIR
 
 
@@ -69,6 +70,13 @@ def plan_transfer(
             f"{runs_on.name} ({method.direction.value}) and {other.name} has no host to "
             f"reach it by; set servers.{other.name}.host"
         )
+    if colocated:
+        clash = overlapping(master, target, path, method.snapshots)
+        if clash:
+            raise ConfigError(
+                f"copying {path!r} from {master.name} to {target.name} would overlap on one host: "
+                f"{clash[0]} and {clash[1]}"
+            )
     argv = ["rsync", *method.arguments, *directory.arguments, *features.safety_arguments()]
     into: str | None = None
     if method.snapshots:

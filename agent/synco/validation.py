@@ -5,7 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from synco.model import METHOD_NAMES, SNAPSHOT_BACKENDS, CommandHandler, Event, Events, Script, Server, Side
+from synco.model import (
+    METHOD_NAMES,
+    SNAPSHOT_BACKENDS,
+    CommandHandler,
+    Directory,
+    Event,
+    Events,
+    Method,
+    Script,
+    Server,
+    Side,
+)
+from synco.overlap import contains, overlapping, same_host
 from synco.paths import normalize_relative
 from synco.problems import Problem
 
@@ -14,7 +26,7 @@ HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*|[A-Za-z0-9
 USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
 
 SCRIPT_SIDES = (Side.LOCAL, Side.MASTER)
-SERVER_SIDES = (Side.SERVER, Side.LOCAL, Side.MASTER)
+SERVER_SIDES = (Side.SERVER, Side.TARGET, Side.LOCAL, Side.MASTER)  # target: the server itself
 DIRECTORY_SIDES = (Side.TARGET, Side.MASTER, Side.LOCAL)
 
 
@@ -24,6 +36,10 @@ def validate(script: Script) -> list[Problem]:
 
 
 def _script_problems(script: Script) -> Iterator[Problem]:
+    types = list(_type_problems(script))
+    if types:  # the checks below assume the right types
+        yield from types
+        return
     names = [s.name for s in script.servers]
     if len(script.servers) < 2:
         yield Problem("servers", "at least two servers are needed: a master and a target")
@@ -49,6 +65,12 @@ def _script_problems(script: Script) -> Iterator[Problem]:
         yield from _arguments_problems(f"{key}.arguments", directory.arguments)
         yield from _events_problems(f"{key}.events", directory.events, DIRECTORY_SIDES)
     method = script.method
+    yield from _overlap_problems(script)
+    if not _recurses([*method.arguments, *(a for d in script.directories for a in d.arguments)]):
+        yield Problem(
+            "method.arguments",
+            "copies no directory contents: add --archive (or --recursive)",
+        )
     if method.name not in METHOD_NAMES:
         yield Problem(
             "method.name",
@@ -69,6 +91,79 @@ def _script_problems(script: Script) -> Iterator[Problem]:
     yield from _events_problems("events", script.events, SCRIPT_SIDES)
 
 
+def _recurses(arguments: list[str]) -> bool:
+    for argument in arguments:
+        if argument in ("--archive", "--recursive"):
+            return True
+        if (
+            argument.startswith("-")
+            and not argument.startswith("--")
+            and ("a" in argument or "r" in argument)
+        ):
+            return True
+    return False
+
+
+def _overlap_problems(script: Script) -> Iterator[Problem]:
+    """Servers on one host whose copies of a directory would overlap (any may be master)."""
+    for index, a in enumerate(script.servers):
+        for b in script.servers[index + 1 :]:
+            if not same_host(a, b):
+                continue
+            for directory in script.directories:
+                try:
+                    path = normalize_relative(directory.path)
+                except ValueError:
+                    continue
+                for source, target in ((a, b), (b, a)):
+                    clash = overlapping(source, target, path, script.method.snapshots)
+                    if clash:
+                        yield Problem(
+                            f"servers.{target.name}.root",
+                            f"copying {path!r} from {source.name} to {target.name} on the same host "
+                            f"would overlap: {clash[0]} and {clash[1]}",
+                        )
+                        return
+
+
+def _type_problems(script: Script) -> Iterator[Problem]:
+    """Wrong types, which the Python API can pass and the TOML loader has already reported."""
+
+    def expect(key: str, value: object, kind: type, what: str, optional: bool = False) -> Iterator[Problem]:
+        matches = (
+            isinstance(value, bool)
+            if kind is bool
+            else isinstance(value, kind) and not isinstance(value, bool)
+        )
+        if not matches and not (optional and value is None):
+            yield Problem(key, f"must be {what}, not {value!r}")
+
+    yield from expect("master", script.master, str, "a string")
+    for server in script.servers:
+        if not isinstance(server, Server):
+            yield Problem("servers", f"must hold Server objects, not {server!r}")
+            continue
+        key = f"servers.{server.name}"
+        yield from expect(key, server.name, str, "a string name")
+        yield from expect(f"{key}.root", server.root, str, "a string")
+        for name in ("host", "user", "identity_file", "mountpoint"):
+            yield from expect(f"{key}.{name}", getattr(server, name), str, "a string", optional=True)
+        yield from expect(f"{key}.port", server.port, int, "an integer", optional=True)
+        yield from expect(f"{key}.priority", server.priority, int, "an integer")
+        yield from expect(f"{key}.synco_path", server.synco_path, str, "a string")
+    for index, directory in enumerate(script.directories):
+        if not isinstance(directory, Directory):
+            yield Problem("directories", f"must hold Directory objects, not {directory!r}")
+            continue
+        yield from expect(f"directories[{index}].path", directory.path, str, "a string")
+    if not isinstance(script.method, Method):
+        yield Problem("method", f"must be a Method, not {script.method!r}")
+        return
+    yield from expect("method.name", script.method.name, str, "a string")
+    for name in ("publish", "verify"):
+        yield from expect(f"method.{name}", getattr(script.method, name), bool, "true or false")
+
+
 def _server_problems(server: Server) -> Iterator[Problem]:
     key = f"servers.{server.name}"
     if not NAME.match(server.name):
@@ -86,7 +181,8 @@ def _server_problems(server: Server) -> Iterator[Problem]:
         yield Problem(f"{key}.user", f"{server.user!r} is not a user name")
     if server.port is not None and not 1 <= server.port <= 65535:
         yield Problem(f"{key}.port", f"must be between 1 and 65535, not {server.port}")
-    if server.host is None and (server.user or server.port or server.identity_file or server.ssh_options):
+    ssh_settings = (server.user, server.port, server.identity_file, server.ssh_options or None)
+    if server.host is None and any(v is not None for v in ssh_settings):
         yield Problem(f"{key}.host", "ssh settings (user, port, identity_file, ssh_options) need a host")
     if server.identity_file is not None and not server.identity_file:
         yield Problem(f"{key}.identity_file", "is empty")
@@ -95,6 +191,8 @@ def _server_problems(server: Server) -> Iterator[Problem]:
         yield Problem(f"{key}.priority", f"must be 0 (never promoted) or more, not {server.priority}")
     if server.mountpoint is not None and not server.mountpoint.startswith("/"):
         yield Problem(f"{key}.mountpoint", f"must be an absolute path, not {server.mountpoint!r}")
+    elif server.mountpoint is not None and not contains(server.mountpoint, server.root):
+        yield Problem(f"{key}.mountpoint", f"the root {server.root} is not on {server.mountpoint}")
     yield from _events_problems(f"{key}.events", server.events, SERVER_SIDES)
 
 
@@ -138,5 +236,9 @@ def _events_problems(key: str, events: Events, sides: tuple[Side, ...]) -> Itera
                 for number, argv in enumerate(handler.commands):
                     if not argv or not argv[0]:
                         yield Problem(f"{where}.run[{number}]", "is an empty command")
+                    elif argv[0].startswith("-"):
+                        yield Problem(
+                            f"{where}.run[{number}]", f"a command cannot start with '-': {argv[0]!r}"
+                        )
             elif not callable(handler):
                 yield Problem(where, f"is neither a command nor a callable: {handler!r}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchlib import alternate, clean, emit, generate_tree, summary, timed
 
-from synco.rsync import local_features
+from synco.rsync_probe import local_features
 
 
 def main() -> None:

@@ -87,7 +87,7 @@ def test_check_json_lists_problems(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is False
     keys = {p["key"] for p in report["problems"]}
-    assert {"servers.a.root", "servers.b.port", "directories"} <= keys or "directories" in keys
+    assert {"servers.a.root", "servers.b.port", "directories", "servers.b.host"} <= keys
 
 
 def test_check_good_script(tmp_path: Path) -> None:
@@ -151,14 +151,19 @@ def test_master_by_name_and_by_dns(tmp_path: Path) -> None:
 
 
 def test_current_server_ambiguity_is_explained(tmp_path: Path) -> None:
+    """`synco run` needs to know which server this is; `synco master` says it does not."""
     servers = {
         "s01": 'host = "localhost"\n' + root(tmp_path / "a"),
         "s02": 'host = "127.0.0.2"\n' + root(tmp_path / "b"),
     }
     script = toml_script(tmp_path / "s.toml", master="s01", servers=servers, directories=[{"path": "d"}])
-    result = synco("master", str(script))
+    result = synco("run", str(script))
     assert result.returncode == 2
     assert "cannot tell which server this machine is" in result.stderr and "pass --as" in result.stderr
+    master = synco("master", "--json", str(script))
+    assert master.returncode == 0, master.stderr
+    assert json.loads(master.stdout)["current"] is None
+    assert "cannot tell" in json.loads(master.stdout)["current_reason"]
 
 
 def test_python_script_is_executable_and_loadable(tmp_path: Path) -> None:
@@ -195,3 +200,104 @@ if __name__ == "__main__":
     (tmp_path / "b" / "www" / "index.html").unlink()
     assert synco("run", str(path)).returncode == 0
     assert read_tree(tmp_path / "b") == {"www/index.html": "hi"}
+
+
+MANY_PROBLEMS = """\
+master = "a"
+colour = "blue"
+[method]
+arguments = []
+[servers.a]
+root = ""
+[servers.b]
+root = "/b"
+port = 0
+host = "x;y"
+[[directories]]
+path = "../etc"
+"""
+
+
+def test_check_lists_structural_and_semantic_problems_together(tmp_path: Path) -> None:
+    path = tmp_path / "many.toml"
+    path.write_text(MANY_PROBLEMS)
+    result = synco("check", "--json", str(path))
+    assert result.returncode == 2
+    keys = {p["key"]: p["line"] for p in json.loads(result.stdout)["problems"]}
+    assert keys == {
+        "colour": 2,
+        "method.arguments": 4,
+        "servers.a.root": 6,
+        "servers.b.port": 9,
+        "servers.b.host": 10,
+        "directories[0].path": 12,
+    }
+
+
+def test_overlapping_roots_on_one_host_are_refused(tmp_path: Path) -> None:
+    write_tree(tmp_path / "srv/mirror", {"f": "master data"})
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="m",
+        servers={"m": root(tmp_path / "srv/mirror"), "t": root(tmp_path / "srv")},
+        directories=[{"path": "."}],
+        arguments=["--archive", "--delete"],
+    )
+    result = synco("run", str(script))
+    assert result.returncode == 2
+    assert "would overlap" in result.stderr
+    assert (tmp_path / "srv/mirror/f").read_text() == "master data"
+
+
+def test_json_reports_errors_on_stdout(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('master = "a"\n')
+    result = synco("run", "--json", str(path))
+    assert result.returncode == 2
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["exit_code"] == 2
+    assert any("servers" in p for p in report["problems"])
+
+
+def test_if_master_does_nothing_elsewhere(tmp_path: Path) -> None:
+    write_tree(tmp_path / "a", {"d/f": "1"})
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(tmp_path / "a"), "s02": root(tmp_path / "b")},
+        directories=[{"path": "d"}],
+    )
+    idle = synco("run", "--if-master", "--as", "s02", str(script))
+    assert idle.returncode == 0 and "is not the master" in idle.stderr
+    assert not (tmp_path / "b").exists()
+    assert synco("run", "--if-master", "--as", "s01", str(script)).returncode == 0
+    assert read_tree(tmp_path / "b") == {"d/f": "1"}
+
+
+def test_python_api_type_errors_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.py"
+    path.write_text(
+        "import synco\n"
+        "script = synco.Script(master='a', servers=[synco.Server('a', root='/a', port='22'),"
+        " synco.Server('b', root=None)], directories=[synco.Directory('x')])\n"
+    )
+    result = synco("check", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "servers.a.port: must be an integer" in result.stdout
+    assert "servers.b.root: must be a string" in result.stdout
+
+
+def test_mountpoint_not_mounted_is_refused(tmp_path: Path) -> None:
+    write_tree(tmp_path / "a", {"d/f": "1"})
+    disk = tmp_path / "disk"
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(tmp_path / "a"), "s02": root(disk / "backup") + f'\nmountpoint = "{disk}"\n'},
+        directories=[{"path": "d"}],
+    )
+    result = synco("run", "--json", str(script))
+    assert result.returncode == 1
+    assert f"{disk} is not mounted on s02" in result.stderr
+    assert not disk.exists()
+    assert json.loads(result.stdout)["copies"][0]["status"] == "skipped"

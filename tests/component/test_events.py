@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,7 @@ def test_command_handlers_in_toml_run_on_their_side(tmp_path: Path, sshd: Sshd) 
     """Handlers of a remote master run there through ssh, with the SYNCO_* environment."""
     here, there = tmp_path / "here", tmp_path / "there root"
     write_tree(there, {"d/f": "1"})
+    here.mkdir()  # handlers run in their server's root, which must exist
     log = tmp_path / "event log.txt"
 
     def record(label: str, on: str | None = None) -> str:
@@ -205,3 +207,71 @@ def test_failing_command_handler_fails_the_run(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "script s.toml: success handler failed" in result.stderr
     assert "exit status 3: no space left" in result.stderr
+
+
+def test_failing_method_prepare_skips_every_target(tmp_path: Path) -> None:
+    log: list[str] = []
+    report = synco.run(build(tmp_path, log, {"method": "prepare"}), lock=False)
+    assert log == ["script prepare", "master prepare", "method prepare", "method failure", "method finish",
+                   "master failure", "master finish", "script failure", "script finish"]  # fmt: skip
+    assert {c.status for c in report.copies} == {"skipped"} and len(report.copies) == 4
+
+
+@pytest.mark.parametrize("failing", ["success", "failure", "finish"])
+def test_failing_late_handlers(tmp_path: Path, failing: str) -> None:
+    """A failing success handler turns into failure; failing failure/finish handlers are reported."""
+    log: list[str] = []
+    fail = {"t1": failing}
+    if failing == "failure":
+        fail = {"d1": "prepare", "t1": "failure"}
+    report = synco.run(build(tmp_path, log, fail), lock=False)
+    assert not report.ok
+    t1 = [entry for entry in log if entry.startswith("t1 ")]
+    if failing == "success":
+        assert t1 == ["t1 prepare", "t1 success", "t1 failure", "t1 finish"]
+        assert any("success handler failed" in f for f in report.failures)
+    elif failing == "failure":
+        assert t1 == ["t1 prepare", "t1 failure", "t1 finish"]
+        assert any("failure handler failed" in f for f in report.failures)
+    else:
+        assert t1 == ["t1 prepare", "t1 success", "t1 finish"]
+        assert any("finish handler failed" in f for f in report.failures)
+    assert ("t2 failure" if failing == "failure" else "t2 success") in log  # t2 shares only d1's handlers
+
+
+def test_handler_calling_sys_exit_fails_instead_of_ending_the_run(tmp_path: Path) -> None:
+    log: list[str] = []
+    script = build(tmp_path, log)
+    from dataclasses import replace
+
+    quitter = synco.model.Events.build({"prepare": lambda scope: sys.exit(0)})
+    script = replace(
+        script, servers=(script.servers[0], replace(script.servers[1], events=quitter), script.servers[2])
+    )
+    report = synco.run(script, lock=False)
+    assert not report.ok
+    assert any("sys.exit(0)" in f for f in report.failures)
+    assert read_tree(tmp_path / "t2") == {"d1/f": "1", "d2/g": "2"}
+
+
+def test_dry_run_calls_no_python_handler(tmp_path: Path) -> None:
+    log: list[str] = []
+    report = synco.run(build(tmp_path, log), dry_run=True)
+    assert report.ok and log == []
+    assert not (tmp_path / "t1").exists()
+
+
+def test_handler_on_a_missing_root_fails_rather_than_running_elsewhere(tmp_path: Path, sshd: Sshd) -> None:
+    here, there = tmp_path / "here", tmp_path / "not yet there"
+    write_tree(here, {"d/f": "1"})
+    relative = json.dumps(["sh", "-c", "touch created-here"])
+    servers = {
+        "s01": root(here),
+        "s02": sshd.server_toml() + root(there) + f"\n[servers.s02.events]\nprepare = [{relative}]\n",
+        "s03": root(tmp_path / "also missing") + f"\n[servers.s03.events]\nprepare = [{relative}]\n",
+    }
+    script = toml_script(tmp_path / "s.toml", master="s01", servers=servers, directories=[{"path": "d"}])
+    result = synco_cli("run", "--as", "s01", str(script))
+    assert result.returncode == 1
+    assert f"{there} does not exist" in result.stderr and "also missing does not exist" in result.stderr
+    assert not Path("/created-here").exists() and not (Path.home() / "created-here").exists()

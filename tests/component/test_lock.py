@@ -58,6 +58,10 @@ def test_second_run_is_refused(tmp_path: Path) -> None:
         second = synco("run", str(script))
         assert second.returncode == 1
         assert f"another run of {script} is in progress (pid {first.pid}" in second.stderr
+        link = tmp_path / "other name.toml"
+        link.symlink_to(script)
+        for spelling in (os.path.relpath(script), str(link), f"{tmp_path}/./{script.name}"):
+            assert synco("run", spelling).returncode == 1, spelling
         assert not (tmp_path / "b").exists()
         assert synco("run", "--dry-run", str(script)).returncode == 0  # a dry run changes nothing
     finally:

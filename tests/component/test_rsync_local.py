@@ -80,7 +80,7 @@ def test_dry_run_changes_nothing_and_runs_no_handler(tmp_path: Path) -> None:
     assert read_tree(b) == {"d/extra": "2"}
     assert not marker.exists()
     assert "would run locally: touch" in result.stderr
-    assert "new" in result.stderr  # rsync's itemized list of what would change
+    assert ">f+++++++++ new" in result.stderr  # rsync's itemized list of what would change
 
 
 def test_whole_root_and_nested_directories(tmp_path: Path) -> None:

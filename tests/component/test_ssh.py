@@ -94,3 +94,33 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path, sshd: Sshd) -> None
     assert result.returncode == 1
     assert "s02" in result.stderr and "rsync exit 255" in result.stderr
     assert "Connection refused" in result.stderr
+
+
+def test_hostile_names_have_no_side_effect_on_the_remote_shell(tmp_path: Path, sshd: Sshd) -> None:
+    canary = tmp_path / "canary"
+    hostile = {f"d/$(touch {canary})": "1", f"d/`touch {canary}`; touch {canary}": "2", "d/x\ny": "newline"}
+    here, there = tmp_path / "here", tmp_path / "there"
+    write_tree(here, hostile)
+    servers = {"s01": root(here), "s02": sshd.server_toml() + root(there)}
+    for direction, master in (("push", "s01"), ("pull", "s02")):
+        source = here if master == "s01" else there
+        write_tree(source, hostile)
+        script = toml_script(
+            tmp_path / f"{direction}.toml", master=master, direction=direction, servers=servers,
+            directories=[{"path": "d"}],
+        )  # fmt: skip
+        result = synco("run", "--as", "s01", str(script))
+        assert result.returncode == 0, result.stderr
+        assert not canary.exists()
+    assert read_tree(there) == hostile
+
+
+def test_old_argument_style_in_the_environment_changes_nothing(tmp_path: Path, sshd: Sshd) -> None:
+    """RSYNC_OLD_ARGS=1 would let the remote shell split `d d` into two paths."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    write_tree(here, {"d d/f": "1"})
+    servers = {"s01": root(here), "s02": sshd.server_toml() + root(there)}
+    script = toml_script(tmp_path / "s.toml", master="s01", servers=servers, directories=[{"path": "d d"}])
+    result = synco("run", "--as", "s01", str(script), env={"RSYNC_OLD_ARGS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert read_tree(there) == {"d d/f": "1"}

@@ -97,10 +97,10 @@ BROKEN = [
     (
         (
             'success = { run = [["echo", "ok"]], on = "local" }',
-            'success = { run = [["echo", "ok"]], on = "target" }',
+            'success = { run = [["echo", "ok"]], on = "elsewhere" }',
         ),
-        "servers.s02.events.success[0].on",
-        "not possible here",
+        "servers.s02.events.success.on",
+        "not one of",
         20,
     ),
     (
@@ -136,6 +136,14 @@ def test_broken_script_names_the_problem(
     assert matching, f"no problem for {key}: {problems}"
     assert words in matching[0].message
     assert matching[0].line == line
+
+
+def test_side_not_possible_for_the_owner() -> None:
+    _, problems = parse_script(
+        GOOD.replace('finish = ["logger", "copied http"]', 'finish = { run = [["true"]], on = "server" }')
+    )
+    assert [(p.key, p.line) for p in problems] == [("directories[0].events.finish[0].on", 26)]
+    assert "not possible here" in problems[0].message
 
 
 def test_every_problem_is_listed() -> None:

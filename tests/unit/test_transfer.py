@@ -65,6 +65,7 @@ def test_push_from_here_to_remote() -> None:
         "rsync",
         "--archive",
         "--delete",
+        "--protect-args",
         "--mkpath",
         "--stats",
         "-e",
@@ -96,7 +97,7 @@ def test_hostless_server_cannot_be_reached_from_elsewhere() -> None:
 def test_directory_arguments_follow_method_arguments_and_dry_run() -> None:
     directory = Directory("a b/ü", arguments=("--exclude", "cache/"))
     _, _, argv = plan(Direction.PUSH, HERE, REMOTE, directory=directory, dry_run=True)
-    assert argv[1:6] == ["--archive", "--delete", "--exclude", "cache/", "--mkpath"]
+    assert argv[1:7] == ["--archive", "--delete", "--exclude", "cache/", "--protect-args", "--mkpath"]
     assert "--dry-run" in argv and "--itemize-changes" in argv
     assert argv[-1] == "bk@r.example:/srv/remote/a b/ü/"
 
@@ -111,6 +112,6 @@ def test_progress_replaces_stats() -> None:
     assert "--info=progress2" in argv and "--stats" not in argv
 
 
-def test_old_rsync_gets_protect_args() -> None:
+def test_arguments_are_always_protected() -> None:
     assert OLD.safety_arguments() == ["--protect-args"]
-    assert NEW.safety_arguments() == ["--mkpath"]
+    assert NEW.safety_arguments() == ["--protect-args", "--mkpath"]

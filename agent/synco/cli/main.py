@@ -7,13 +7,13 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from synco import __version__
 from synco.cli import check, list_snapshots, master, prune, rotate, run, verify
-from synco.cli.output import error
-from synco.errors import EXIT_FAILED, EXIT_USAGE, SyncoError
+from synco.cli.output import emit_json, error
+from synco.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, SyncoError, Terminated
 from synco.loader import checked, load
 from synco.model import Script
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return _guarded(lambda: _dispatch(arguments, None))
+    return _guarded(lambda: _dispatch(arguments, None), getattr(arguments, "json", False))
 
 
 def main_for_script(script: Script, argv: list[str]) -> int:
@@ -79,7 +79,7 @@ def main_for_script(script: Script, argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         argv = ["run", *argv]
     arguments = build_parser(with_script=False).parse_args(argv)
-    return _guarded(lambda: _dispatch(arguments, script))
+    return _guarded(lambda: _dispatch(arguments, script), getattr(arguments, "json", False))
 
 
 ROOT_COMMANDS = {
@@ -106,32 +106,34 @@ def _dispatch(arguments: argparse.Namespace, script: Script | None) -> int:
     return master.command(script, arguments)
 
 
-class Terminated(BaseException):
-    """SIGTERM: unwind like an interruption so that child processes are stopped first."""
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def _guarded(action: object) -> int:
+def _guarded(action: Callable[[], int], as_json: bool = False) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return action()  # type: ignore[operator,no-any-return]
+        return action()
     except Terminated:
-        error("terminated")
-        return 143
+        return _failed("terminated", 143, as_json)
     except SyncoError as failure:
-        error(str(failure))
-        return failure.exit_code
+        problems = failure.problems if isinstance(failure, ConfigError) else ()
+        return _failed(str(failure), failure.exit_code, as_json, problems)
     except KeyboardInterrupt:
-        error("interrupted")
-        return 130
+        return _failed("interrupted", 130, as_json)
     except Exception as failure:  # the contract: an error message, never a bare traceback
         if os.environ.get("SYNCO_DEBUG"):
             traceback.print_exc()
-        error(f"internal error: {type(failure).__name__}: {failure} (SYNCO_DEBUG=1 shows the traceback)")
-        return EXIT_FAILED
+        message = f"internal error: {type(failure).__name__}: {failure} (SYNCO_DEBUG=1 shows the traceback)"
+        return _failed(message, EXIT_FAILED, as_json)
+
+
+def _failed(message: str, code: int, as_json: bool, problems: tuple[str, ...] = ()) -> int:
+    error(message)
+    if as_json:
+        first_line = message.splitlines()[0] if message else message
+        emit_json({"ok": False, "exit_code": code, "error": first_line, "problems": list(problems)})
+    return code
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(script: Script, arguments: argparse.Namespace) -> int:
-    master, current = resolve(script, arguments.as_server)
+    master, current = resolve(script, arguments.as_server, need_current=False)
     if arguments.json:
         answer = master.answer
         emit_json(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -34,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="show live progress of each directory (on a terminal)",
     )
     parser.add_argument("--json", action="store_true", help="print the run's report as JSON on stdout")
+    parser.add_argument(
+        "--if-master",
+        action="store_true",
+        help="do nothing (exit 0) unless this machine is the master: for a timer on every server",
+    )
 
 
 def execute(
@@ -45,12 +51,18 @@ def execute(
     resolver: Resolver | None = None,
     lock: bool = True,
     log: Callable[[str], None] | None = None,
+    if_master: bool = False,
 ) -> RunReport:
     master, current = resolve(script, as_server, resolver)
+    if if_master and current.server != master.server:
+        (log or stderr_line)(
+            f"{current.server or 'this machine'} is not the master ({master.reason}): nothing to do"
+        )
+        return RunReport(script.source, master.server, master.reason, current.server, current.reason, dry_run)
     execution = Execution(script, master, current, dry_run=dry_run, progress=progress, log=log or stderr_line)
     if dry_run or not lock:
         return execution.run()
-    with ScriptLock(script.source or repr(script.server_names)):
+    with ScriptLock(os.path.realpath(script.source) if script.source else repr(script.server_names)):
         return execution.run()
 
 
@@ -60,6 +72,7 @@ def command(script: Script, arguments: argparse.Namespace) -> int:
         dry_run=arguments.dry_run,
         as_server=arguments.as_server,
         progress=arguments.progress and sys.stderr.isatty(),
+        if_master=arguments.if_master,
     )
     if arguments.json:
         emit_json(report.to_json())

@@ -1,0 +1,30 @@
+"""Whether two copies of a directory on one host would overlap (pure)."""
+
+from __future__ import annotations
+
+import posixpath
+
+from synco.model import Server
+from synco.snapshot_names import IN_PROGRESS
+
+
+def same_host(a: Server, b: Server) -> bool:
+    """Statically known to share a file system: both this machine, or the same login."""
+    return a.connection == b.connection
+
+
+def contains(outer: str, inner: str) -> bool:
+    """Whether path `inner` is `outer` or lies inside it (component-wise)."""
+    outer, inner = posixpath.normpath(outer), posixpath.normpath(inner)
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
+def overlapping(source: Server, target: Server, directory: str, snapshots: bool) -> tuple[str, str] | None:
+    """The two paths, if copying `directory` from `source` to `target` on one host would
+    read and write the same tree (a copy into itself, or --delete removing its own source)."""
+    into = [target.root, IN_PROGRESS] if snapshots else [target.root]
+    src = posixpath.join(source.root, directory)
+    dst = posixpath.join(*into, directory)
+    if contains(src, dst) or contains(dst, src):
+        return src, dst
+    return None
