@@ -235,6 +235,8 @@ class Execution:
         """Run a snapshot operation on the target: in-process here, `synco` there through ssh."""
         argv = [target.synco_path, "--root", target.root, *arguments]
         completed = shell.run(commands.remote_argv(target, argv))
+        for line in completed.stderr.splitlines():
+            self.log(f"  | {target.name}: {line}")
         if completed.returncode != 0:
             raise OperationError(
                 f"{what} on {target.name} failed (exit {completed.returncode}): {completed.last_lines(3)}"
@@ -259,13 +261,19 @@ class Execution:
             )
 
     def _begin_snapshot(self, target: Server) -> None:
-        backend = self.script.method.snapshot_backend
-        if backend == "hardlink" or self.dry_run:
+        """Ready the target's snapshot in progress, without what the script no longer copies."""
+        if self.dry_run:
             return
+        backend = self.script.method.snapshot_backend
+        directories = [normalize_relative(d.path) for d in self.script.directories]
         if self.is_local(target):
-            SnapshotStore(Path(target.root)).begin(backend)
+            for path in SnapshotStore(Path(target.root)).begin(backend, directories):
+                self.log(f"removed {path} from {target.name}'s snapshot in progress: no longer copied")
         else:
-            self._on_target(target, ["snapshot-begin", "--backend", backend], "preparing the snapshot")
+            arguments = ["snapshot-begin", "--backend", backend]
+            for directory in directories:
+                arguments += ["--directory", directory]
+            self._on_target(target, arguments, "preparing the snapshot")
 
     def _publish_snapshot(self, target: Server, started: datetime, copies: list[CopyRecord]) -> None:
         method = self.script.method

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import posixpath
 import shutil
 import stat
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,8 +115,10 @@ class SnapshotStore:
 
     # -- writing ------------------------------------------------------------------------
 
-    def begin(self, backend: str = "hardlink") -> None:
-        """Make sure the in-progress snapshot can be written (btrfs: a writable subvolume)."""
+    def begin(self, backend: str = "hardlink", directories: Sequence[str] | None = None) -> list[str]:
+        """Make the in-progress snapshot ready (btrfs: a writable subvolume) and remove from it
+        what the script no longer copies, so that it never reaches a published snapshot.
+        Returns the paths removed."""
         _check_backend(backend)
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / self.in_progress
@@ -127,6 +131,17 @@ class SnapshotStore:
                 )
             if not path.exists():
                 btrfs.create_subvolume(path)
+        if directories is None or not path.is_dir():
+            return []
+        removed = []
+        for relative in uncovered(path, directories):
+            target = path / relative
+            if target.is_dir() and not target.is_symlink():
+                remove_tree(target)
+            else:
+                target.unlink()
+            removed.append(relative)
+        return removed
 
     def publish(
         self,
@@ -230,6 +245,33 @@ class SnapshotStore:
             return []
 
 
+def uncovered(tree: Path, directories: Sequence[str]) -> list[str]:
+    """Entries of `tree` that are neither one of `directories`, inside one, nor on the way to one."""
+    wanted = [posixpath.normpath(d) for d in directories]
+    if "." in wanted:
+        return []
+    found = []
+
+    def visit(relative: str) -> None:
+        for entry in sorted(os.listdir(tree / relative) if relative else os.listdir(tree)):
+            path = posixpath.join(relative, entry) if relative else entry
+            if not relative and entry == METADATA_DIR:
+                continue
+            if any(path == w or path.startswith(w + "/") for w in wanted):
+                continue  # copied: rsync --delete keeps it exact
+            if (
+                any(w.startswith(path + "/") for w in wanted)
+                and (tree / path).is_dir()
+                and not (tree / path).is_symlink()
+            ):
+                visit(path)  # on the way to a copied directory
+            else:
+                found.append(path)
+
+    visit("")
+    return found
+
+
 def remove_tree(path: Path) -> None:
     """Remove a tree without following symlinks, coping with read-only directories and
     btrfs subvolumes; OperationError names what could not be removed."""
@@ -246,7 +288,7 @@ def remove_tree(path: Path) -> None:
                 os.chmod(parent, 0o700)
                 if os.path.isdir(failed) and not os.path.islink(failed):
                     os.chmod(failed, 0o700)
-                    shutil.rmtree(failed, onerror=on_error)
+                    remove_tree(Path(failed))
                 else:
                     function(failed)
                 return
@@ -254,7 +296,12 @@ def remove_tree(path: Path) -> None:
                 error = retry_error
         failures.append(f"{failed}: {getattr(error, 'strerror', None) or error}")
 
-    shutil.rmtree(path, onerror=on_error)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(
+            path, onexc=lambda function, failed, error: on_error(function, failed, (None, error, None))
+        )
+    else:
+        shutil.rmtree(path, onerror=on_error)
     if failures:
         more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
         raise OperationError("could not remove " + "; ".join(failures[:3]) + more)

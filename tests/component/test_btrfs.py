@@ -93,3 +93,23 @@ def test_mounted_disk_is_written_to(tmp_path: Path) -> None:
         )  # fmt: skip
         assert synco("run", str(script)).returncode == 0
         assert read_tree(disk / "backup") == {"d/f": "1"}
+
+
+def test_mirror_forgets_directories_the_script_stops_copying(tmp_path: Path, btrfs_root: Path) -> None:
+    backup = btrfs_root / "backups"
+    write_tree(tmp_path / "web", {"keep/a": "1", "drop/b": "2"})
+    script = toml_script(
+        tmp_path / "s.toml", master="web", direction="pull",
+        servers={"web": root(tmp_path / "web"), "backup": root(backup)},
+        directories=[{"path": "keep"}, {"path": "drop"}],
+    )  # fmt: skip
+    text = script.read_text().replace(
+        "[method]\n", '[method]\nname = "snapshot"\nsnapshot_backend = "btrfs"\n'
+    )
+    script.write_text(text)
+    assert synco("run", str(script)).returncode == 0
+    script.write_text(text.replace('[[directories]]\npath = "drop"\n', ""))
+    assert synco("run", str(script)).returncode == 0
+    first, second = snapshot_dirs(backup)
+    assert (first / "drop/b").exists()
+    assert sorted(p.name for p in second.iterdir()) == [".synco-snapshot", "keep"]

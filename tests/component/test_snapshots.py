@@ -180,3 +180,18 @@ def test_verify_against_the_source(tmp_path: Path) -> None:
     assert result.returncode == 1
     differences = json.loads(result.stdout)["targets"]["backup"]["differences"]
     assert any("etc/hosts" in d for d in differences)
+
+
+def test_a_directory_dropped_from_the_script_is_not_published(tmp_path: Path) -> None:
+    """A failed run left `srv` in latest.snapshot; the script then stops copying srv."""
+    web, backup = tmp_path / "web", tmp_path / "backup"
+    write_tree(web, TREE)
+    servers = {"web": root(web), "backup": root(backup)}
+    failing = snapshot_script(tmp_path, ["srv", "etc", "missing"], "pull", servers, "", None)
+    assert synco("run", str(failing)).returncode == 1
+    assert (backup / "latest.snapshot/srv").is_dir()
+    script = snapshot_script(tmp_path, ["etc"], "pull", servers, "", None)
+    result = synco("run", str(script))
+    assert result.returncode == 0, result.stderr
+    assert "removed srv" in result.stderr
+    assert sorted(p.name for p in latest(backup).iterdir()) == [".synco-snapshot", "etc"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from synco.errors import EXIT_OK, ConfigError
@@ -61,8 +62,19 @@ def begin_arguments(parser: argparse.ArgumentParser) -> None:
         "--snapshot", default=IN_PROGRESS, help=f"in-progress snapshot (default {IN_PROGRESS})"
     )
     parser.add_argument("--backend", choices=BACKENDS, default="hardlink", help="snapshot backend")
+    parser.add_argument(
+        "--directory",
+        action="append",
+        dest="directories",
+        metavar="PATH",
+        help="a directory the script copies; anything else is removed from the snapshot in progress",
+    )
 
 
 def begin(root: Path, arguments: argparse.Namespace) -> int:
-    SnapshotStore(root, in_progress=arguments.snapshot).begin(arguments.backend)
+    removed = SnapshotStore(root, in_progress=arguments.snapshot).begin(
+        arguments.backend, arguments.directories
+    )
+    for path in removed:
+        print(f"removed {path} from {arguments.snapshot}: no longer copied", file=sys.stderr)
     return EXIT_OK
