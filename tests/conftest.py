@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.components import need
+from tests.support.named import DnsCluster, start_cluster
 from tests.support.sshd import Sshd, start_sshd
 
 
@@ -14,6 +15,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     server = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsCluster]:
+    """A fresh primary and secondary `named` for ZONE, with a TSIG key that may update it."""
+    cluster = start_cluster(tmp_path_factory.mktemp("named"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

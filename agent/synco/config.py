@@ -12,10 +12,12 @@ from typing import Any
 from synco.errors import ConfigError
 from synco.model import (
     DEFAULT_RSYNC_ARGUMENTS,
+    DNS_MODES,
     SNAPSHOT_BACKENDS,
     CommandHandler,
     Direction,
     Directory,
+    DnsSettings,
     Event,
     Events,
     Handler,
@@ -29,7 +31,8 @@ from synco.problems import Problem
 from synco.toml_lines import key_lines, line_of
 from synco.validation import validate
 
-TOP_KEYS = ("master", "description", "method", "servers", "directories", "events")
+TOP_KEYS = ("master", "description", "method", "servers", "directories", "events", "dns")
+DNS_KEYS = ("zone", "servers", "key_file", "mode", "ttl", "timeout", "propagation_timeout")
 METHOD_KEYS = ("name", "direction", "arguments", "events", "publish", "verify", "snapshot_backend")
 SERVER_KEYS = (
     "host",
@@ -92,6 +95,15 @@ class _Reader:
             self.problem(_join(key, name), f"must be an array of strings, not {_kind(value)}")
             return None
         return tuple(value)
+
+    def number(self, key: str, table: dict[str, Any], name: str, default: float) -> float:
+        value = table.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(_join(key, name), f"must be a number, not {_kind(value)}")
+            return default
+        return float(value)
 
     def boolean(self, key: str, table: dict[str, Any], name: str, default: bool) -> bool:
         value = table.get(name)
@@ -183,13 +195,29 @@ def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> 
     servers = list(_build_servers(reader, data))
     directories = list(_build_directories(reader, data))
     events = _build_events(reader, "events", data)
+    dns_table = reader.table("", data, "dns")
     return Script(
         servers=tuple(servers),
         directories=tuple(directories),
         master=master or "",
+        dns=None if dns_table is None else _build_dns(reader, dns_table),
         method=method,
         events=events,
         source=source,
+    )
+
+
+def _build_dns(reader: _Reader, table: dict[str, Any]) -> DnsSettings:
+    reader.keys("dns", table, DNS_KEYS)
+    zone = reader.string("dns", table, "zone", required=True)
+    return DnsSettings(
+        zone=zone or "",
+        servers=reader.strings("dns", table, "servers") or (),
+        key_file=reader.string("dns", table, "key_file"),
+        mode=reader.choice("dns", table, "mode", DNS_MODES) or "cname",
+        ttl=_default(reader.integer("dns", table, "ttl"), 30),
+        timeout=reader.number("dns", table, "timeout", 3.0),
+        propagation_timeout=reader.number("dns", table, "propagation_timeout", 30.0),
     )
 
 

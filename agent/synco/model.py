@@ -192,6 +192,26 @@ class Method:
         )
 
 
+DNS_MODES = ("cname", "address")
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """Where the master's DNS name is published: its zone's authoritative servers, read
+    directly (no cache) and updated compare-and-set with RFC 2136 and a TSIG key."""
+
+    zone: str
+    servers: tuple[str, ...] = ()  # "address[:port]"; empty: the zone's NS records
+    key_file: str | None = None  # TSIG key in BIND's format, needed to change the record
+    mode: str = "cname"  # publish the master as a CNAME to its host, or as its A/AAAA records
+    ttl: int = 30
+    timeout: float = 3.0  # per query
+    propagation_timeout: float = 30.0  # how long `dns set` waits for every server to serve the change
+
+    def __post_init__(self) -> None:
+        _coerce(self, servers=tuple(self.servers))
+
+
 @dataclass(frozen=True)
 class Script:
     """A whole backup script. `master` is a server name or a DNS name."""
@@ -202,6 +222,7 @@ class Script:
     method: Method = field(default_factory=Method)
     events: Events = field(default_factory=Events)
     source: str | None = None  # the file it came from, if any
+    dns: DnsSettings | None = None
 
     def __post_init__(self) -> None:
         _coerce(

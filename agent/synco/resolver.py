@@ -69,6 +69,15 @@ def server_answers(script: Script, resolver: Resolver, local: LocalIdentity) -> 
     return answers
 
 
+def default_resolver(script: Script) -> Resolver:
+    """The zone's authoritative servers when the script has a [dns] section, else the system's."""
+    if script.dns is not None:
+        from synco.dns_client import Authority
+
+        return Authority(script.dns)
+    return SystemResolver()
+
+
 def resolve(
     script: Script, as_name: str | None, resolver: Resolver | None = None, need_current: bool = True
 ) -> tuple[MasterDecision, CurrentDecision]:
@@ -77,7 +86,7 @@ def resolve(
     With the master named in the script and `--as`, nothing is looked up at all. Without
     `need_current`, an ambiguous current server is reported in the decision, not raised.
     """
-    resolver = resolver or SystemResolver()
+    resolver = resolver or default_resolver(script)
     master_is_named = script.master in script.server_names
     if master_is_named and as_name is not None:
         nobody = LocalIdentity(frozenset(), frozenset())

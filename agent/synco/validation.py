@@ -88,6 +88,8 @@ def _script_problems(script: Script) -> Iterator[Problem]:
         yield Problem("method", "publish, verify and snapshot_backend apply to the snapshot method only")
     yield from _events_problems("method.events", method.events, SCRIPT_SIDES)
     yield from _master_problems(script.master, names)
+    if script.dns is not None:
+        yield from _dns_problems(script)
     yield from _events_problems("events", script.events, SCRIPT_SIDES)
 
 
@@ -218,6 +220,29 @@ def _master_problems(master: str, names: list[str]) -> Iterator[Problem]:
             f"{master!r} is not a server of this script ({', '.join(names)}); "
             "a DNS name must be fully qualified (add a trailing dot to force a one-label name)",
         )
+
+
+def _dns_problems(script: Script) -> Iterator[Problem]:
+    dns = script.dns
+    assert dns is not None
+    zone = dns.zone.rstrip(".").lower()
+    if not zone or not HOST.match(zone):
+        yield Problem("dns.zone", f"{dns.zone!r} is not a DNS zone name")
+    elif script.master in script.server_names:
+        yield Problem("master", "with a [dns] section, master is the DNS name that points at the master")
+    elif not (script.master.rstrip(".").lower() + ".").endswith("." + zone + "."):
+        yield Problem("master", f"{script.master!r} is not inside the zone {dns.zone!r}")
+    for index, server in enumerate(dns.servers):
+        host, _, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "")
+        if not (host or server) or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            yield Problem(f"dns.servers[{index}]", f"{server!r} is not ADDRESS or ADDRESS:PORT")
+    if not 0 <= dns.ttl <= 86400:
+        yield Problem("dns.ttl", f"must be between 0 and 86400 seconds, not {dns.ttl}")
+    for name in ("timeout", "propagation_timeout"):
+        if getattr(dns, name) <= 0:
+            yield Problem(f"dns.{name}", "must be more than 0 seconds")
+    if dns.key_file is not None and not dns.key_file.startswith("/"):
+        yield Problem("dns.key_file", f"must be an absolute path, not {dns.key_file!r}")
 
 
 def _events_problems(key: str, events: Events, sides: tuple[Side, ...]) -> Iterator[Problem]:

@@ -41,9 +41,11 @@ class Sshd:
             "ConnectTimeout=10",
         ]
 
-    def server_toml(self, host: str = "127.0.0.1") -> str:
-        """The TOML keys that make a [servers.X] table reach this sshd."""
-        options = ", ".join(f'"{o}"' for o in self.ssh_options)
+    def server_toml(self, host: str = "127.0.0.1", connect_to: str | None = None) -> str:
+        """The TOML keys that make a [servers.X] table reach this sshd (at `connect_to`, if
+        the host is a name only the test's DNS server knows)."""
+        extra = ["-o", f"HostName={connect_to}"] if connect_to else []
+        options = ", ".join(f'"{o}"' for o in [*self.ssh_options, *extra])
         return (
             f'host = "{host}"\nuser = "{self.user}"\nport = {self.port}\n'
             f'identity_file = "{self.identity_file}"\nssh_options = [{options}]\n'
@@ -75,7 +77,7 @@ def start_sshd(directory: Path) -> Sshd:
     known.write_text(
         "".join(
             f"[{h}]:{port} {host_public[0]} {host_public[1]}\n"
-            for h in ("127.0.0.1", "127.0.0.2", "localhost")
+            for h in ("127.0.0.1", "127.0.0.2", "localhost", *(f"s0{i}.example.test" for i in (1, 2, 3)))
         )
     )
     config = directory / "sshd_config"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from synco.cli.output import emit_json
 from synco.errors import EXIT_OK
@@ -35,9 +36,35 @@ def command(script: Script, arguments: argparse.Namespace) -> int:
                 },
                 "current": current.server,
                 "current_reason": current.reason,
+                "record": _record(script),
             }
         )
     else:
         print(master.server)
         print(f"  {master.reason}")
+        record = _record(script)
+        if record is not None:
+            print(
+                f"  record: {record['state']} from {record['server']}; asked {', '.join(record['servers'])}"
+            )
     return EXIT_OK
+
+
+def _record(script: Script) -> dict[str, Any] | None:
+    """The master record and its epoch as the primary serves them (scripts with [dns])."""
+    if script.dns is None:
+        return None
+    from synco.dns_client import Authority, describe
+
+    authority = Authority(script.dns)
+    state = authority.read(script.master)
+    return {
+        "name": script.master,
+        "kind": state.kind,
+        "values": list(state.values),
+        "epoch": state.epoch,
+        "ttl": state.ttl,
+        "server": state.server,
+        "servers": [describe(s) for s in authority.servers()],
+        "state": state.describe(),
+    }

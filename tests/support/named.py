@@ -1,0 +1,188 @@
+"""BIND 9 `named` on loopback ports: a primary with a dynamic zone and a TSIG key, and a
+secondary that transfers the zone from it (NOTIFY), both started and stopped by tests."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.message
+import dns.query
+
+from tests.support.components import need
+
+ZONE = "example.test"
+KEY_NAME = "synco-key"
+
+ZONE_FILE = """$TTL 30
+@        IN SOA ns1.example.test. hostmaster.example.test. 1 30 10 3600 5
+@        IN NS  ns1.example.test.
+ns1      IN A   127.0.0.1
+s01      IN A   127.0.0.1
+s02      IN A   127.0.0.2
+s03      IN A   127.0.0.3
+web      IN A   127.0.0.2
+web      IN A   127.0.0.3
+primary  IN CNAME s01
+"""
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+
+
+def write_key(path: Path, name: str = KEY_NAME, secret: bytes | None = None) -> Path:
+    secret = secret or os.urandom(32)
+    path.write_text(
+        f'key "{name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{base64.b64encode(secret).decode()}";\n}};\n'
+    )
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Named:
+    directory: Path
+    port: int
+    process: subprocess.Popen[bytes]
+    role: str
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log(self) -> str:
+        return (self.directory / "named.log").read_text(errors="replace")
+
+
+@dataclass
+class DnsCluster:
+    """A primary and a secondary serving ZONE, and the key that may update it."""
+
+    primary: Named
+    secondary: Named
+    key_file: Path
+    servers: list[str] = field(default_factory=list)
+
+    def toml(self, mode: str = "cname", key: bool = True, servers: list[str] | None = None) -> str:
+        listed = ", ".join(f'"{s}"' for s in (servers or self.servers))
+        key_line = f'key_file = "{self.key_file}"\n' if key else ""
+        return (
+            f'[dns]\nzone = "{ZONE}"\nservers = [{listed}]\n{key_line}mode = "{mode}"\nttl = 5\n'
+            "timeout = 2\npropagation_timeout = 20\n"
+        )
+
+    def stop(self) -> None:
+        self.secondary.stop()
+        self.primary.stop()
+
+
+def _start(directory: Path, role: str, config: str, port: int) -> Named:
+    named = need("named")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "named.conf").write_text(config)
+    log = (directory / "named.log").open("wb")
+    user = ["-u", "root"] if os.geteuid() == 0 else []
+    process = subprocess.Popen(
+        [named, "-g", *user, "-c", str(directory / "named.conf")], stdout=log, stderr=subprocess.STDOUT
+    )
+    server = Named(directory, port, process, role)
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"named ({role}) exited: {server.log()}")
+        try:
+            query = dns.message.make_query(f"{ZONE}.", "SOA")
+            response = dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
+            if response.answer:
+                return server
+        except Exception:  # not answering yet
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"named ({role}) did not serve {ZONE}: {server.log()}")
+        time.sleep(0.1)
+
+
+def options(directory: Path, port: int) -> str:
+    return f"""options {{
+    directory "{directory}";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    pid-file "{directory}/named.pid";
+    session-keyfile "{directory}/session.key";
+    recursion no;
+    dnssec-validation no;
+    notify-delay 0;
+    min-refresh-time 1;
+    min-retry-time 1;
+}};
+controls {{ }};
+"""
+
+
+def start_cluster(directory: Path) -> DnsCluster:
+    key_file = write_key(directory / "tsig.key")
+    primary_port, secondary_port = free_port(), free_port()
+    primary_dir, secondary_dir = directory / "primary", directory / "secondary"
+    primary_dir.mkdir(parents=True)
+    (primary_dir / f"{ZONE}.db").write_text(ZONE_FILE)
+    primary = _start(
+        primary_dir,
+        "primary",
+        options(primary_dir, primary_port)
+        + f'include "{key_file}";\n'
+        + f"""zone "{ZONE}" {{
+    type primary;
+    file "{primary_dir}/{ZONE}.db";
+    update-policy {{ grant {KEY_NAME} zonesub ANY; }};
+    allow-transfer {{ key {KEY_NAME}; }};
+    notify explicit;
+    also-notify {{ 127.0.0.1 port {secondary_port}; }};
+}};
+""",
+        primary_port,
+    )
+    try:
+        secondary = _start(
+            secondary_dir,
+            "secondary",
+            options(secondary_dir, secondary_port)
+            + f'include "{key_file}";\n'
+            + f"""zone "{ZONE}" {{
+    type secondary;
+    file "{secondary_dir}/{ZONE}.db";
+    primaries {{ 127.0.0.1 port {primary_port} key {KEY_NAME}; }};
+    allow-notify {{ 127.0.0.1; }};
+}};
+""",
+            secondary_port,
+        )
+    except Exception:
+        primary.stop()
+        raise
+    return DnsCluster(primary, secondary, key_file, [primary.address, secondary.address])
