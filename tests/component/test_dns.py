@@ -203,3 +203,17 @@ def test_failover_example_follows_the_record(
     report = json.loads(result.stdout)
     assert report["master"]["server"] == "s02" and report["copies"][0]["runs_on"] == "s02"
     assert read_tree(tmp_path / "s01") == {"srv/http/index.html": "written on s02 after failover"}
+
+
+def test_unsigned_update_is_refused(named: DnsCluster) -> None:
+    dns = authority(named)
+    before = dns.read(NAME)
+    with pytest.raises(OperationError, match=r"REFUSED"):
+        dns.apply(plan_change(NAME, before, "cname", [f"s02.{ZONE}"], 5), None)  # type: ignore[arg-type]
+    assert dns.read(NAME) == before
+
+
+def test_a_server_that_is_not_authoritative_is_named(named: DnsCluster) -> None:
+    other = Authority(DnsSettings(zone="elsewhere.test", servers=(named.primary.address,), timeout=2))
+    with pytest.raises(ResolutionError, match=rf"{named.primary.address} answered REFUSED"):
+        other.lookup("primary.elsewhere.test")
