@@ -133,7 +133,8 @@ def test_incremental_backup_rotates_and_prunes_on_the_backup_server(tmp_path: Pa
     hosts = {"server": "localhost", "backup": "127.0.0.1"}
     text = localize((EXAMPLES / "incremental-backup.toml").read_text(), sshd, hosts, roots)
     text = text.replace('["synco", ', f'["{SYNCO}", ')
-    text = text.replace(f'root = "{roots["backup"]}"\n', f'root = "{roots["backup"]}"\nsynco_path = "{SYNCO}"\n')
+    backup_root = f'root = "{roots["backup"]}"\n'
+    text = text.replace(backup_root, f'{backup_root}synco_path = "{SYNCO}"\n')
     script = tmp_path / "incremental.toml"
     script.write_text(text)
     write_tree(roots["server"], {"etc/hostname": "server", "srv/a": "1", "srv/cache/x": "c", "home/u/n": "n"})
