@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from synco.cli.output import emit_json
-from synco.dns_client import Authority
 from synco.dns_records import RecordState, absolute, plan_change
 from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, OperationError
 from synco.model import Script, Server
-from synco.tsig_key import load_key
+
+if TYPE_CHECKING:  # dnspython costs start-up time; only `synco dns` needs it
+    from synco.dns_client import Authority
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +61,9 @@ def command(script: Script, arguments: argparse.Namespace) -> int:
         )
     if arguments.server not in script.server_names:
         raise ConfigError(f"no server {arguments.server!r}; servers are {', '.join(script.server_names)}")
+    from synco.dns_client import Authority
+    from synco.tsig_key import load_key
+
     key = None
     if not arguments.dry_run:
         if script.dns.key_file is None:
