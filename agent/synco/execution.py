@@ -59,6 +59,7 @@ class Execution:
         self.progress = progress
         self.log = log
         self.features = features or local_features()
+        self._has_previous: dict[str, bool] = {}  # target -> has a `latest` to hard-link to
         self.report = RunReport(
             script=script.source,
             master=master.server,
@@ -261,19 +262,27 @@ class Execution:
             )
 
     def _begin_snapshot(self, target: Server) -> None:
-        """Ready the target's snapshot in progress, without what the script no longer copies."""
-        if self.dry_run:
-            return
+        """Ready the target's snapshot in progress, without what the script no longer copies,
+        and learn whether there is a previous snapshot to hard-link to."""
         backend = self.script.method.snapshot_backend
         directories = [normalize_relative(d.path) for d in self.script.directories]
         if self.is_local(target):
-            for path in SnapshotStore(Path(target.root)).begin(backend, directories):
-                self.log(f"removed {path} from {target.name}'s snapshot in progress: no longer copied")
-        else:
-            arguments = ["snapshot-begin", "--backend", backend]
-            for directory in directories:
-                arguments += ["--directory", directory]
-            self._on_target(target, arguments, "preparing the snapshot")
+            store = SnapshotStore(Path(target.root))
+            if not self.dry_run:
+                for path in store.begin(backend, directories):
+                    self.log(f"removed {path} from {target.name}'s snapshot in progress: no longer copied")
+            self._has_previous[target.name] = store.latest_name() is not None
+            return
+        if self.dry_run:
+            return
+        arguments = ["snapshot-begin", "--backend", backend]
+        for directory in directories:
+            arguments += ["--directory", directory]
+        reply = self._on_target(target, arguments, "preparing the snapshot")
+        try:
+            self._has_previous[target.name] = json.loads(reply.splitlines()[-1]).get("latest") is not None
+        except (ValueError, IndexError, AttributeError):
+            self._has_previous[target.name] = True  # an older synco there: link to be safe
 
     def _publish_snapshot(self, target: Server, started: datetime, copies: list[CopyRecord]) -> None:
         method = self.script.method
@@ -307,6 +316,7 @@ class Execution:
             features=self.features,
             dry_run=self.dry_run,
             progress=self.progress,
+            link_dest=self._has_previous.get(target.name, True),
         )
         where = "here" if transfer.local else f"on {transfer.runs_on.name}"
         self.log(f"copy {transfer.describe()} (rsync {where})")

@@ -49,6 +49,7 @@ def plan_transfer(
     dry_run: bool = False,
     progress: bool = False,
     verify: bool = False,
+    link_dest: bool = True,
 ) -> Transfer:
     """The rsync command that makes `target`'s copy of `directory` equal to the master's.
 
@@ -86,7 +87,7 @@ def plan_transfer(
             argv.append(f"--exclude=/{METADATA_DIR}/")  # the snapshot's own metadata
         if not verify and method.snapshot_backend == "btrfs":
             argv += ["--inplace", "--no-whole-file"]
-        elif not verify:
+        elif not verify and link_dest:  # without a previous snapshot, rsync would look for each file in vain
             argv.append(f"--link-dest={path_in(target, path, LATEST)}")
     if verify:
         argv += ["--dry-run", "--checksum", "--itemize-changes"]

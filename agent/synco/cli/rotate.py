@@ -77,4 +77,5 @@ def begin(root: Path, arguments: argparse.Namespace) -> int:
     )
     for path in removed:
         print(f"removed {path} from {arguments.snapshot}: no longer copied", file=sys.stderr)
+    print(json.dumps({"latest": SnapshotStore(root).latest_name(), "removed": removed}))
     return EXIT_OK
