@@ -26,12 +26,19 @@ from synco.report import CopyRecord, EventRecord, RunReport
 from synco.resolution import CurrentDecision, MasterDecision, is_local
 from synco.rsync import Features, Verdict, classify, describe_exit, parse_stats
 from synco.rsync_probe import local_features
+from synco.snapshot_names import METADATA_DIR
 from synco.snapshot_store import SnapshotStore
 from synco.transfer import plan_transfer
 
 
 class ChildrenFailed(OperationError):
     """Some of an object's children failed; each recorded its own failure already."""
+
+
+def _own_metadata(directory: str, itemized: str) -> bool:
+    """An rsync itemize line about a snapshot's own .synco-snapshot/ (not the source's data)."""
+    name = itemized.split(None, 1)[-1] if " " in itemized else itemized
+    return directory == "." and name.startswith(f"{METADATA_DIR}/")
 
 
 def stderr_line(line: str) -> None:
@@ -219,7 +226,9 @@ class Execution:
                 differences += [
                     f"{transfer.directory}: {line}"
                     for line in completed.stdout.splitlines()
-                    if line.strip() and not line.startswith(".d")
+                    if line.strip()
+                    and not line.startswith(".d")
+                    and not _own_metadata(transfer.directory, line)
                 ]
             targets[target.name] = {
                 "ok": not differences and error is None,

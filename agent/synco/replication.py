@@ -1,0 +1,95 @@
+"""When a replica pulls from the master: one decision per agent cycle, with its verdict (pure).
+
+The agent observes (notifications from the master, its own pulls, operator intents) and
+passes what it saw here with the time; the decision says what to do and why, and its
+verdict is the cycle's log line and the status reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    IDLE = "idle"  # nothing to do
+    WAIT = "wait"  # something will be due: a pull is running, or a change is being debounced
+    PULL = "pull"  # start a pull from the master now
+    CANCEL = "cancel"  # stop the pull in progress
+
+
+@dataclass(frozen=True)
+class Timing:
+    debounce: float = 0.2  # let a burst of changes settle before pulling
+    periodic: float = 300.0  # pull at least this often, in case a notification was missed
+    retry: float = 10.0  # after a failed pull, wait this long before the next
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    """What a replica knows at one instant (times are monotonic seconds)."""
+
+    now: float
+    master: str | None  # the current master, if known
+    master_generation: int = 0  # the newest generation the master announced
+    last_change_at: float | None = None  # when that announcement arrived
+    pulled_generation: int = 0  # the generation of the last complete pull
+    pulled_master: str | None = None  # the master that pull came from
+    pulling_from: str | None = None  # the master of the pull in progress
+    last_pull_at: float | None = None  # when the last pull ended, successful or not
+    last_pull_ok: bool = True
+    paused: bool = False
+    sync_requested: bool = False  # an operator asked for a pull now
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    verdict: str
+
+
+def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
+    """The replica's next step and the reason for it."""
+    if view.paused:
+        if view.pulling_from is not None:
+            return Decision(Action.CANCEL, f"paused: cancelling the pull from {view.pulling_from}")
+        return Decision(Action.IDLE, "paused by the operator")
+    if view.master is None:
+        if view.pulling_from is not None:
+            return Decision(Action.CANCEL, f"no master known: cancelling the pull from {view.pulling_from}")
+        return Decision(Action.IDLE, "no master known: waiting")
+    if view.pulling_from is not None:
+        if view.pulling_from != view.master:
+            return Decision(
+                Action.CANCEL,
+                f"master changed from {view.pulling_from} to {view.master}: cancelling the pull",
+            )
+        return Decision(Action.WAIT, f"pulling from {view.master} (generation {view.master_generation})")
+    if view.sync_requested:
+        return Decision(Action.PULL, f"operator asked for a pull from {view.master}")
+    retry_in = _retry_in(view, timing)
+    if view.pulled_master != view.master:
+        if retry_in > 0:
+            return Decision(Action.WAIT, f"last pull failed: retrying {view.master} in {retry_in:.1f} s")
+        return Decision(
+            Action.PULL,
+            f"master is {view.master}: full pull (last complete pull from {view.pulled_master or 'nowhere'})",
+        )
+    if view.master_generation > view.pulled_generation:
+        behind = f"generation {view.master_generation} > {view.pulled_generation}"
+        if view.last_change_at is not None and view.now - view.last_change_at < timing.debounce:
+            return Decision(Action.WAIT, f"{behind}: letting the changes settle")
+        if retry_in > 0:
+            return Decision(Action.WAIT, f"{behind}: last pull failed, retrying in {retry_in:.1f} s")
+        return Decision(Action.PULL, f"{behind}: pulling from {view.master}")
+    if view.last_pull_at is None or view.now - view.last_pull_at >= timing.periodic:
+        return Decision(
+            Action.PULL, f"periodic pull from {view.master} (a notification may have been missed)"
+        )
+    return Decision(Action.IDLE, f"in sync with {view.master} at generation {view.pulled_generation}")
+
+
+def _retry_in(view: ReplicaView, timing: Timing) -> float:
+    if view.last_pull_ok or view.last_pull_at is None:
+        return 0.0
+    return max(0.0, timing.retry - (view.now - view.last_pull_at))

@@ -1,0 +1,73 @@
+"""The replica's decisions, as a table: each row is one situation and the verdict it gets."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from synco.replication import Action, ReplicaView, Timing, decide
+
+T = Timing(debounce=0.2, periodic=300, retry=10)
+SYNCED = dict(now=1000.0, master="s01", master_generation=7, pulled_generation=7, pulled_master="s01",
+              last_pull_at=990.0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "action", "verdict"),
+    [
+        ({}, Action.IDLE, "in sync with s01 at generation 7"),
+        ({"paused": True}, Action.IDLE, "paused by the operator"),
+        ({"paused": True, "pulling_from": "s01"}, Action.CANCEL, "paused: cancelling the pull from s01"),
+        ({"master": None}, Action.IDLE, "no master known: waiting"),
+        ({"master": None, "pulling_from": "s01"}, Action.CANCEL, "no master known: cancelling the pull from s01"),
+        ({"master": "s02", "pulling_from": "s01"}, Action.CANCEL,
+         "master changed from s01 to s02: cancelling the pull"),
+        ({"pulling_from": "s01", "master_generation": 9}, Action.WAIT, "pulling from s01 (generation 9)"),
+        ({"sync_requested": True}, Action.PULL, "operator asked for a pull from s01"),
+        ({"master": "s02"}, Action.PULL, "master is s02: full pull (last complete pull from s01)"),
+        ({"master_generation": 8, "last_change_at": 999.9}, Action.WAIT,
+         "generation 8 > 7: letting the changes settle"),
+        ({"master_generation": 8, "last_change_at": 999.0}, Action.PULL, "generation 8 > 7: pulling from s01"),
+        ({"master_generation": 8, "last_change_at": 990.0, "last_pull_ok": False, "last_pull_at": 995.0},
+         Action.WAIT, "generation 8 > 7: last pull failed, retrying in 5.0 s"),
+        ({"master_generation": 8, "last_pull_ok": False, "last_pull_at": 985.0}, Action.PULL,
+         "generation 8 > 7: pulling from s01"),
+        ({"last_pull_at": 700.0}, Action.PULL, "periodic pull from s01 (a notification may have been missed)"),
+        ({"last_pull_at": None}, Action.PULL, "periodic pull from s01 (a notification may have been missed)"),
+        ({"master": "s02", "last_pull_ok": False, "last_pull_at": 999.0}, Action.WAIT,
+         "last pull failed: retrying s02 in 9.0 s"),
+    ],
+)
+def test_decisions(changes: dict[str, object], action: Action, verdict: str) -> None:
+    decision = decide(ReplicaView(**{**SYNCED, **changes}), T)  # type: ignore[arg-type]
+    assert (decision.action, decision.verdict) == (action, verdict)
+
+
+@given(
+    st.builds(
+        ReplicaView,
+        now=st.floats(0, 1e6),
+        master=st.sampled_from([None, "s01", "s02"]),
+        master_generation=st.integers(0, 10),
+        last_change_at=st.none() | st.floats(0, 1e6),
+        pulled_generation=st.integers(0, 10),
+        pulled_master=st.sampled_from([None, "s01", "s02"]),
+        pulling_from=st.sampled_from([None, "s01", "s02"]),
+        last_pull_at=st.none() | st.floats(0, 1e6),
+        last_pull_ok=st.booleans(),
+        paused=st.booleans(),
+        sync_requested=st.booleans(),
+    )
+)
+def test_safety(view: ReplicaView) -> None:
+    decision = decide(view, T)
+    # never two pulls at once, never a pull while paused or without a master
+    if view.pulling_from is not None:
+        assert decision.action in (Action.WAIT, Action.CANCEL)
+    if view.paused or view.master is None:
+        assert decision.action in (Action.IDLE, Action.CANCEL)
+    # a pull from a master that is no longer master is always cancelled
+    if view.pulling_from is not None and view.master is not None and view.pulling_from != view.master:
+        assert decision.action == Action.CANCEL
+    assert decision.verdict
