@@ -9,8 +9,14 @@ from hypothesis import strategies as st
 from synco.replication import Action, ReplicaView, Timing, decide
 
 T = Timing(debounce=0.2, periodic=300, retry=10)
-SYNCED = dict(now=1000.0, master="s01", master_generation=7, pulled_generation=7, pulled_master="s01",
-              last_pull_at=990.0)
+SYNCED = dict(
+    now=1000.0,
+    master="s01",
+    master_generation=7,
+    pulled_generation=7,
+    pulled_master="s01",
+    last_pull_at=990.0,
+)
 
 
 @pytest.mark.parametrize(
@@ -20,23 +26,50 @@ SYNCED = dict(now=1000.0, master="s01", master_generation=7, pulled_generation=7
         ({"paused": True}, Action.IDLE, "paused by the operator"),
         ({"paused": True, "pulling_from": "s01"}, Action.CANCEL, "paused: cancelling the pull from s01"),
         ({"master": None}, Action.IDLE, "no master known: waiting"),
-        ({"master": None, "pulling_from": "s01"}, Action.CANCEL, "no master known: cancelling the pull from s01"),
-        ({"master": "s02", "pulling_from": "s01"}, Action.CANCEL,
-         "master changed from s01 to s02: cancelling the pull"),
+        (
+            {"master": None, "pulling_from": "s01"},
+            Action.CANCEL,
+            "no master known: cancelling the pull from s01",
+        ),
+        (
+            {"master": "s02", "pulling_from": "s01"},
+            Action.CANCEL,
+            "master changed from s01 to s02: cancelling the pull",
+        ),
         ({"pulling_from": "s01", "master_generation": 9}, Action.WAIT, "pulling from s01 (generation 9)"),
         ({"sync_requested": True}, Action.PULL, "operator asked for a pull from s01"),
         ({"master": "s02"}, Action.PULL, "master is s02: full pull (last complete pull from s01)"),
-        ({"master_generation": 8, "last_change_at": 999.9}, Action.WAIT,
-         "generation 8 > 7: letting the changes settle"),
-        ({"master_generation": 8, "last_change_at": 999.0}, Action.PULL, "generation 8 > 7: pulling from s01"),
-        ({"master_generation": 8, "last_change_at": 990.0, "last_pull_ok": False, "last_pull_at": 995.0},
-         Action.WAIT, "generation 8 > 7: last pull failed, retrying in 5.0 s"),
-        ({"master_generation": 8, "last_pull_ok": False, "last_pull_at": 985.0}, Action.PULL,
-         "generation 8 > 7: pulling from s01"),
-        ({"last_pull_at": 700.0}, Action.PULL, "periodic pull from s01 (a notification may have been missed)"),
+        (
+            {"master_generation": 8, "last_change_at": 999.9},
+            Action.WAIT,
+            "generation 8 > 7: letting the changes settle",
+        ),
+        (
+            {"master_generation": 8, "last_change_at": 999.0},
+            Action.PULL,
+            "generation 8 > 7: pulling from s01",
+        ),
+        (
+            {"master_generation": 8, "last_change_at": 990.0, "last_pull_ok": False, "last_pull_at": 995.0},
+            Action.WAIT,
+            "generation 8 > 7: last pull failed, retrying in 5.0 s",
+        ),
+        (
+            {"master_generation": 8, "last_pull_ok": False, "last_pull_at": 985.0},
+            Action.PULL,
+            "generation 8 > 7: pulling from s01",
+        ),
+        (
+            {"last_pull_at": 700.0},
+            Action.PULL,
+            "periodic pull from s01 (a notification may have been missed)",
+        ),
         ({"last_pull_at": None}, Action.PULL, "periodic pull from s01 (a notification may have been missed)"),
-        ({"master": "s02", "last_pull_ok": False, "last_pull_at": 999.0}, Action.WAIT,
-         "last pull failed: retrying s02 in 9.0 s"),
+        (
+            {"master": "s02", "last_pull_ok": False, "last_pull_at": 999.0},
+            Action.WAIT,
+            "last pull failed: retrying s02 in 9.0 s",
+        ),
     ],
 )
 def test_decisions(changes: dict[str, object], action: Action, verdict: str) -> None:
