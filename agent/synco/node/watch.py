@@ -1,0 +1,38 @@
+"""The master's watcher: file-system changes under its directories become generations (adapter).
+
+inotify (through watchfiles) reports changes in batches; each batch is one generation.
+A missed notification is not fatal: replicas also pull periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import watchfiles
+
+
+@dataclass(frozen=True)
+class Batch:
+    generation: int
+    changes: int  # how many file events the batch held
+
+
+async def generations(
+    paths: Sequence[Path],
+    start: int,
+    stop: asyncio.Event,
+    debounce_ms: int = 50,
+) -> AsyncIterator[Batch]:
+    """Yield a new generation for every batch of changes under `paths`, until `stop` is set."""
+    existing = [str(p) for p in paths if p.exists()]
+    generation = start
+    if not existing:
+        return
+    async for changes in watchfiles.awatch(
+        *existing, stop_event=stop, debounce=debounce_ms, step=debounce_ms, recursive=True
+    ):
+        generation += 1
+        yield Batch(generation, len(changes))

@@ -1,0 +1,71 @@
+"""The agent node's building blocks against the real file system: state files and inotify."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from synco.errors import OperationError
+from synco.node.state import NodeState, load_state, save_state
+from synco.node.watch import Batch, generations
+
+
+def test_state_round_trip_and_no_leftovers(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "s01.json"
+    assert load_state(path) == NodeState()
+    state = NodeState(epoch=3, generation=41, pulled_generation=40, pulled_master="s02")
+    save_state(path, state)
+    assert load_state(path) == state
+    save_state(path, NodeState(epoch=4))
+    assert load_state(path).epoch == 4
+    assert os.listdir(path.parent) == ["s01.json"]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"epoch": 1, "generation": 2, "extra": 3}'])
+def test_unreadable_state_is_an_error_not_a_reset(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "s01.json"
+    path.write_text(content)
+    if content.startswith('{"epoch"'):
+        assert load_state(path) == NodeState(epoch=1, generation=2)  # unknown keys from a newer version
+        return
+    with pytest.raises(OperationError, match=r"s01\.json"):
+        load_state(path)
+
+
+def test_changes_become_generations(tmp_path: Path) -> None:
+    """Creates, modifications, renames and deletions each reach the watcher as a new generation."""
+    watched = tmp_path / "srv"
+    (watched / "deep").mkdir(parents=True)
+
+    async def scenario() -> list[Batch]:
+        stop = asyncio.Event()
+        batches: list[Batch] = []
+        actions = [
+            lambda: (watched / "new.txt").write_text("1"),
+            lambda: (watched / "new.txt").write_text("changed"),
+            lambda: (watched / "new.txt").rename(watched / "deep" / "moved.txt"),
+            lambda: (watched / "deep" / "moved.txt").unlink(),
+        ]
+
+        async def act() -> None:
+            await asyncio.sleep(0.3)  # let the watch start
+            for action in actions:
+                action()
+                deadline = asyncio.get_running_loop().time() + 10
+                while len(batches) < actions.index(action) + 1:
+                    assert asyncio.get_running_loop().time() < deadline, "change not seen within 10 s"
+                    await asyncio.sleep(0.02)
+            stop.set()
+
+        actor = asyncio.create_task(act())
+        async for batch in generations([watched], start=10, stop=stop, debounce_ms=30):
+            batches.append(batch)
+        await actor
+        return batches
+
+    batches = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    assert [b.generation for b in batches] == [11, 12, 13, 14]
+    assert all(b.changes >= 1 for b in batches)
