@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from synco.model import (
     DEFAULT_RSYNC_ARGUMENTS,
     DNS_MODES,
     SNAPSHOT_BACKENDS,
+    AgentSettings,
     CommandHandler,
     Direction,
     Directory,
@@ -31,7 +32,8 @@ from synco.problems import Problem
 from synco.toml_lines import key_lines, line_of
 from synco.validation import validate
 
-TOP_KEYS = ("master", "description", "method", "servers", "directories", "events", "dns")
+TOP_KEYS = ("master", "description", "method", "servers", "directories", "events", "dns", "agent")
+AGENT_KEYS = tuple(f.name for f in fields(AgentSettings))
 DNS_KEYS = ("zone", "servers", "key_file", "mode", "ttl", "timeout", "propagation_timeout")
 METHOD_KEYS = ("name", "direction", "arguments", "events", "publish", "verify", "snapshot_backend")
 SERVER_KEYS = (
@@ -45,6 +47,7 @@ SERVER_KEYS = (
     "role",
     "mountpoint",
     "synco_path",
+    "agent",
     "events",
 )
 DIRECTORY_KEYS = ("path", "arguments", "events")
@@ -196,11 +199,13 @@ def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> 
     directories = list(_build_directories(reader, data))
     events = _build_events(reader, "events", data)
     dns_table = reader.table("", data, "dns")
+    agent_table = reader.table("", data, "agent")
     return Script(
         servers=tuple(servers),
         directories=tuple(directories),
         master=master or "",
         dns=None if dns_table is None else _build_dns(reader, dns_table),
+        agent=None if agent_table is None else _build_agent(reader, agent_table),
         method=method,
         events=events,
         source=source,
@@ -219,6 +224,21 @@ def _build_dns(reader: _Reader, table: dict[str, Any]) -> DnsSettings:
         timeout=reader.number("dns", table, "timeout", 3.0),
         propagation_timeout=reader.number("dns", table, "propagation_timeout", 30.0),
     )
+
+
+def _build_agent(reader: _Reader, table: dict[str, Any]) -> AgentSettings:
+    reader.keys("agent", table, AGENT_KEYS)
+    defaults = AgentSettings()
+    values: dict[str, Any] = {}
+    for field_ in fields(AgentSettings):
+        default = getattr(defaults, field_.name)
+        if isinstance(default, bool):
+            values[field_.name] = reader.boolean("agent", table, field_.name, default)
+        elif isinstance(default, float):
+            values[field_.name] = reader.number("agent", table, field_.name, default)
+        else:
+            values[field_.name] = reader.string("agent", table, field_.name) or default
+    return AgentSettings(**values)
 
 
 def _build_method(reader: _Reader, table: dict[str, Any]) -> Method:
@@ -264,6 +284,7 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
             role=Role(role or Role.REPLICA),
             mountpoint=reader.string(key, table, "mountpoint"),
             synco_path=reader.string(key, table, "synco_path") or "synco",
+            agent=reader.string(key, table, "agent"),
             events=events,
         )
         yield server

@@ -125,6 +125,7 @@ class Server:
     role: Role = Role.REPLICA
     mountpoint: str | None = None
     synco_path: str = "synco"  # the synco command on this server, for snapshot publication over ssh
+    agent: str | None = None  # ADDRESS:PORT where this server's synco-agent listens
     events: Events = field(default_factory=Events)
 
     def __post_init__(self) -> None:
@@ -192,6 +193,26 @@ class Method:
         )
 
 
+@dataclass(frozen=True)
+class AgentSettings:
+    """How the servers' agents run and talk: cluster-wide, in the script's [agent] table.
+    `{server}` in a path stands for the server's name (several servers may share a host)."""
+
+    state_dir: str = "/var/lib/synco"
+    control_socket: str = "/run/synco/{server}.sock"
+    insecure: bool = False  # plaintext gRPC, loopback addresses only
+    ca_file: str = "/etc/synco/ca.pem"
+    cert_file: str = "/etc/synco/{server}.pem"
+    key_file: str = "/etc/synco/{server}.key"
+    heartbeat_interval: float = 1.0
+    debounce: float = 0.2
+    periodic_pull: float = 300.0
+    pull_retry: float = 10.0
+
+    def path(self, template: str, server: str) -> str:
+        return template.replace("{server}", server)
+
+
 DNS_MODES = ("cname", "address")
 
 
@@ -223,6 +244,7 @@ class Script:
     events: Events = field(default_factory=Events)
     source: str | None = None  # the file it came from, if any
     dns: DnsSettings | None = None
+    agent: AgentSettings | None = None
 
     def __post_init__(self) -> None:
         _coerce(

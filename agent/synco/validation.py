@@ -90,6 +90,8 @@ def _script_problems(script: Script) -> Iterator[Problem]:
     yield from _master_problems(script.master, names)
     if script.dns is not None:
         yield from _dns_problems(script)
+    if script.agent is not None:
+        yield from _agent_problems(script)
     yield from _events_problems("events", script.events, SCRIPT_SIDES)
 
 
@@ -220,6 +222,34 @@ def _master_problems(master: str, names: list[str]) -> Iterator[Problem]:
             f"{master!r} is not a server of this script ({', '.join(names)}); "
             "a DNS name must be fully qualified (add a trailing dot to force a one-label name)",
         )
+
+
+def _agent_problems(script: Script) -> Iterator[Problem]:
+    agent = script.agent
+    assert agent is not None
+    for name in ("heartbeat_interval", "debounce", "periodic_pull", "pull_retry"):
+        if getattr(agent, name) <= 0:
+            yield Problem(f"agent.{name}", "must be more than 0 seconds")
+    for name in ("state_dir", "control_socket", "ca_file", "cert_file", "key_file"):
+        if not getattr(agent, name).startswith("/"):
+            yield Problem(f"agent.{name}", f"must be an absolute path, not {getattr(agent, name)!r}")
+    addresses: dict[str, str] = {}
+    for server in script.servers:
+        if server.agent is None:
+            yield Problem(
+                f"servers.{server.name}.agent", "is required with [agent]: ADDRESS:PORT of its agent"
+            )
+            continue
+        host, _, port = server.agent.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            yield Problem(f"servers.{server.name}.agent", f"{server.agent!r} is not ADDRESS:PORT")
+        elif server.agent in addresses:
+            yield Problem(
+                f"servers.{server.name}.agent", f"{server.agent} is also {addresses[server.agent]}'s"
+            )
+        elif agent.insecure and host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+            yield Problem(f"servers.{server.name}.agent", "insecure = true allows loopback addresses only")
+        addresses.setdefault(server.agent, server.name)
 
 
 def _dns_problems(script: Script) -> Iterator[Problem]:

@@ -1,0 +1,133 @@
+"""`synco-ctl`: talk to this machine's agent over its control socket (root only).
+
+synco-ctl --config SCRIPT [--as NAME] status [--json]
+synco-ctl --config SCRIPT [--as NAME] sync-now | pause | resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from synco import __version__
+from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
+from synco.loader import load
+from synco.resolver import resolve
+from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2
+
+ROLES = {peer_pb2.ROLE_MASTER: "master", peer_pb2.ROLE_REPLICA: "replica", peer_pb2.ROLE_BACKUP: "backup"}
+HEALTH = {peer_pb2.HEALTH_OK: "ok", peer_pb2.HEALTH_DEGRADED: "degraded", peer_pb2.HEALTH_FAILING: "failing"}
+
+
+def socket_path(arguments: argparse.Namespace) -> str:
+    if arguments.socket:
+        return str(arguments.socket)
+    if not arguments.config:
+        raise ConfigError("give --config SCRIPT (and --as NAME) or --socket PATH")
+    script = load(arguments.config)
+    if script.agent is None:
+        raise ConfigError(f"{arguments.config}: no [agent] section")
+    _, current = resolve(script, arguments.as_server)
+    if current.server is None:
+        raise ConfigError("no server of the script is this machine; pass --as NAME")
+    return script.agent.path(script.agent.control_socket, current.server)
+
+
+def table(status: control_pb2.ClusterStatus) -> str:
+    local = status.local
+    master_generation = local.master_generation
+    rows = [("node", "role", "master?", "epoch", "generation", "lag", "last pull", "health", "heartbeat")]
+
+    def row(node: peer_pb2.NodeStatus, age: str) -> None:
+        beat = node.heartbeat
+        lag = "" if beat.role == peer_pb2.ROLE_MASTER else str(max(0, master_generation - beat.generation))
+        pull = ""
+        if node.last_pull_unix_ms:
+            ago = time.time() - node.last_pull_unix_ms / 1000
+            pull = f"{'ok' if node.last_pull_ok else 'FAILED'} {ago:.0f}s ago"
+        rows.append(
+            (
+                beat.node,
+                ROLES.get(beat.role, "?"),
+                "yes" if beat.role == peer_pb2.ROLE_MASTER else "",
+                str(beat.epoch),
+                str(beat.generation),
+                lag,
+                pull,
+                HEALTH.get(beat.health, "?"),
+                age,
+            )
+        )
+
+    row(local, "self")
+    for peer in status.peers:
+        if peer.status.HasField("heartbeat"):
+            age = (
+                f"{(time.time() * 1000 - peer.last_heartbeat_unix_ms) / 1000:.1f}s"
+                if peer.reachable
+                else "LOST"
+            )
+            row(peer.status, age)
+        else:
+            rows.append((peer.node, "?", "", "", "", "", "", "unreachable", peer.error or "never"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    return "\n".join(lines) + f"\n\n{local.heartbeat.node}: {local.verdict}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="synco-ctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", metavar="SCRIPT", help="the cluster's backup script")
+    parser.add_argument("--as", dest="as_server", metavar="NAME", help="this server's name in the script")
+    parser.add_argument("--socket", help="the agent's control socket (instead of --config)")
+    parser.add_argument("--version", action="version", version=f"synco-ctl {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    status = commands.add_parser("status", help="the cluster as this agent sees it")
+    status.add_argument("--json", action="store_true")
+    for name, text in (
+        ("sync-now", "pull from the master now"),
+        ("pause", "stop pulling"),
+        ("resume", "pull again"),
+    ):
+        commands.add_parser(name, help=text)
+    arguments = parser.parse_args(argv)
+    try:
+        path = socket_path(arguments)
+        with grpc.insecure_channel(f"unix:{path}") as channel:
+            stub = control_pb2_grpc.ControlStub(channel)
+            if arguments.command == "status":
+                result = stub.Status(control_pb2.ClusterStatusRequest(), timeout=5)
+                if arguments.json:
+                    print(
+                        json.dumps(MessageToDict(result, always_print_fields_with_no_presence=True), indent=2)
+                    )
+                else:
+                    print(table(result))
+            elif arguments.command == "sync-now":
+                print(stub.SyncNow(control_pb2.SyncNowRequest(), timeout=5).verdict)
+            elif arguments.command == "pause":
+                stub.Pause(control_pb2.PauseRequest(), timeout=5)
+                print("paused")
+            else:
+                stub.Resume(control_pb2.ResumeRequest(), timeout=5)
+                print("resumed")
+    except SyncoError as error:
+        print(f"synco-ctl: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except grpc.RpcError as error:
+        print(f"synco-ctl: error: the agent did not answer on {path}: {error.code().name}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

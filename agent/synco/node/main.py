@@ -1,0 +1,142 @@
+"""`synco-agent --config SCRIPT [--as NAME]`: run this server's agent until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
+
+from synco import __version__
+from synco.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, SyncoError
+from synco.loader import load
+from synco.model import Script
+from synco.node.node import CHANNEL_OPTIONS, Node
+from synco.node.services import ControlService, PeerService
+from synco.resolver import resolve
+from synco.v1 import control_pb2_grpc, peer_pb2_grpc
+
+log = logging.getLogger("synco.agent")
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about readiness and liveness; a no-op elsewhere."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(message.encode(), address)
+        except OSError as error:
+            log.warning("cannot notify systemd: %s", error)
+
+
+def control_socket_path(script: Script, me: str) -> Path:
+    assert script.agent is not None
+    return Path(script.agent.path(script.agent.control_socket, me))
+
+
+async def serve(script: Script, me: str) -> None:
+    node = Node(script, me)
+    server = node.me
+    assert script.agent is not None and server.agent is not None
+    if not script.agent.insecure:
+        raise ConfigError(
+            "mutual TLS between agents is not available yet: set insecure = true (loopback only)"
+        )
+    log.warning("%s: insecure = true: agents talk in plaintext on loopback addresses", me)
+
+    peer_server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), peer_server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, peer_server)
+    peer_server.add_insecure_port(server.agent)
+
+    control_path = control_socket_path(script, me)
+    control_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    control_path.unlink(missing_ok=True)
+    control_server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    control_pb2_grpc.add_ControlServicer_to_server(ControlService(node), control_server)
+    control_server.add_insecure_port(f"unix:{control_path}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("%s: SIGHUP: reload is not supported yet; restart", me)
+    )
+
+    await peer_server.start()
+    await control_server.start()
+    os.chmod(control_path, 0o600)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s: serving peers on %s, control on %s", me, server.agent, control_path)
+    sd_notify("READY=1")
+    watchdog = asyncio.create_task(_watchdog(stop))
+    try:
+        await node.run(stop)
+    finally:
+        await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        sd_notify("STOPPING=1")
+        watchdog.cancel()
+        await peer_server.stop(grace=2)
+        await control_server.stop(grace=1)
+        control_path.unlink(missing_ok=True)
+        log.info("%s: stopped", me)
+
+
+async def _watchdog(stop: asyncio.Event) -> None:
+    interval = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
+    if interval <= 0:
+        return
+    while not stop.is_set():
+        sd_notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="synco-agent", description="Run this server's Synco agent.")
+    parser.add_argument("--config", required=True, metavar="SCRIPT", help="the cluster's backup script")
+    parser.add_argument("--as", dest="as_server", metavar="NAME", help="this server's name in the script")
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--verbose", "-v", action="store_true", help="also log repeated verdicts")
+    parser.add_argument("--version", action="version", version=f"synco-agent {__version__}")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if arguments.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("grpc").setLevel(logging.WARNING)
+    try:
+        script = load(arguments.config)
+        if script.agent is None:
+            raise ConfigError(f"{arguments.config}: no [agent] section")
+        _, current = resolve(script, arguments.as_server)
+        if current.server is None:
+            raise ConfigError("no server of the script is this machine; pass --as NAME")
+        if arguments.check:
+            print(f"{arguments.config}: ok for {current.server}")
+            return EXIT_OK
+        asyncio.run(serve(script, current.server))
+    except SyncoError as error:
+        log.error("%s", error)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    return EXIT_OK if not arguments.check else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

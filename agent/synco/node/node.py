@@ -1,0 +1,260 @@
+"""One server's agent: observes (peers, the master's changes, its pulls), decides with the
+pure replication rules, acts, and logs one verdict per cycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+
+from synco import replication
+from synco.model import AgentSettings, Role, Script, Server
+from synco.node.pull import PullResult, pull
+from synco.node.state import load_state, save_state
+from synco.node.watch import generations
+from synco.paths import normalize_relative
+from synco.v1 import peer_pb2, peer_pb2_grpc
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE = 4 << 20
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+]
+
+log = logging.getLogger("synco.agent")
+
+
+def settings_hash(settings: AgentSettings) -> str:
+    """Peers must agree on the timings that make the cluster behave: a hash of them."""
+    timing = (
+        f"{settings.heartbeat_interval}/{settings.debounce}/{settings.periodic_pull}/{settings.pull_retry}"
+    )
+    return hashlib.sha256(timing.encode()).hexdigest()[:16]
+
+
+@dataclass
+class PeerView:
+    heartbeat: peer_pb2.Heartbeat | None = None
+    received_at: float | None = None  # monotonic
+    error: str = ""
+
+
+class Node:
+    def __init__(self, script: Script, me: str, clock: Callable[[], float] = time.monotonic) -> None:
+        assert script.agent is not None
+        self.script = script
+        self.settings = script.agent
+        self.me = script.server(me)
+        self.clock = clock
+        self.state_path = Path(self.settings.state_dir) / f"{me}.json"
+        self.state = load_state(self.state_path)
+        self.hash = settings_hash(self.settings)
+        self.timing = replication.Timing(
+            self.settings.debounce, self.settings.periodic_pull, self.settings.pull_retry
+        )
+        self.master: str | None = script.master if script.master in script.server_names else None
+        self.changed = asyncio.Condition()
+        self.master_generation = 0
+        self.last_change_at: float | None = None
+        self.pull_task: asyncio.Task[PullResult] | None = None
+        self.pulling_from: str | None = None
+        self.last_pull: PullResult | None = None
+        self.last_pull_at: float | None = None
+        self.last_pull_unix = 0.0
+        self.paused = False
+        self.sync_requested = False
+        self.peers: dict[str, PeerView] = {s.name: PeerView() for s in script.servers if s.name != me}
+        self.verdict = "starting"
+        self.wake = asyncio.Event()
+        self.channels: dict[str, grpc.aio.Channel] = {}
+
+    # -- what this node says ---------------------------------------------------------------
+
+    @property
+    def is_master(self) -> bool:
+        return self.master == self.me.name
+
+    def role(self) -> peer_pb2.Role.ValueType:
+        if self.is_master:
+            return peer_pb2.ROLE_MASTER
+        return peer_pb2.ROLE_BACKUP if self.me.role == Role.BACKUP else peer_pb2.ROLE_REPLICA
+
+    def heartbeat(self) -> peer_pb2.Heartbeat:
+        healthy = self.last_pull is None or self.last_pull.ok
+        return peer_pb2.Heartbeat(
+            node=self.me.name,
+            role=self.role(),
+            epoch=self.state.epoch,
+            generation=self.state.generation if self.is_master else self.state.pulled_generation,
+            health=peer_pb2.HEALTH_OK if healthy else peer_pb2.HEALTH_DEGRADED,
+            protocol_version=PROTOCOL_VERSION,
+            settings_hash=self.hash,
+            master=self.master or "",
+            sent_unix_ms=int(time.time() * 1000),
+            paused=self.paused,
+        )
+
+    def status(self) -> peer_pb2.NodeStatus:
+        result = self.last_pull
+        return peer_pb2.NodeStatus(
+            heartbeat=self.heartbeat(),
+            verdict=self.verdict,
+            master_generation=self.state.generation if self.is_master else self.master_generation,
+            last_pull_unix_ms=int(self.last_pull_unix * 1000),
+            last_pull_ok=result.ok if result else False,
+            last_pull_message=result.message if result else "",
+            last_pull_seconds=result.seconds if result else 0.0,
+        )
+
+    def accept(self, heartbeat: peer_pb2.Heartbeat) -> str | None:
+        """Why a peer's heartbeat is refused, or None to accept it."""
+        if heartbeat.node not in self.peers:
+            return f"{heartbeat.node!r} is not a peer of {self.me.name}"
+        if heartbeat.protocol_version != PROTOCOL_VERSION:
+            return f"protocol version {heartbeat.protocol_version}, expected {PROTOCOL_VERSION}"
+        if heartbeat.settings_hash != self.hash:
+            return "different cluster timing settings: every agent must run the same [agent] settings"
+        return None
+
+    def record_peer(self, heartbeat: peer_pb2.Heartbeat) -> None:
+        self.peers[heartbeat.node] = PeerView(heartbeat, self.clock())
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self._heartbeats(stop)), asyncio.create_task(self._follow(stop))]
+        try:
+            while not stop.is_set():
+                self.cycle()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), timeout=0.1)
+                self.wake.clear()
+        finally:
+            for task in tasks:
+                task.cancel()
+            if self.pull_task is not None:
+                self.pull_task.cancel()
+            await asyncio.gather(*tasks, *(t for t in [self.pull_task] if t), return_exceptions=True)
+            save_state(self.state_path, self.state)
+            for channel in self.channels.values():
+                await channel.close(None)
+
+    def cycle(self) -> None:
+        """Observe, decide, act; log the verdict (INFO when it changes, DEBUG when it repeats)."""
+        if self.pull_task is not None and self.pull_task.done():
+            self._finish_pull(self.pull_task)
+        if self.is_master:
+            verdict = f"master at generation {self.state.generation}"
+        else:
+            decision = replication.decide(self._view(), self.timing)
+            verdict = decision.verdict
+            if decision.action == replication.Action.PULL:
+                self._start_pull()
+            elif decision.action == replication.Action.CANCEL and self.pull_task is not None:
+                self.pull_task.cancel()
+        if verdict != self.verdict:
+            log.info("%s: %s", self.me.name, verdict)
+        else:
+            log.debug("%s: %s", self.me.name, verdict)
+        self.verdict = verdict
+
+    def _view(self) -> replication.ReplicaView:
+        requested, self.sync_requested = self.sync_requested, False
+        return replication.ReplicaView(
+            now=self.clock(),
+            master=self.master,
+            master_generation=self.master_generation,
+            last_change_at=self.last_change_at,
+            pulled_generation=self.state.pulled_generation,
+            pulled_master=self.state.pulled_master,
+            pulling_from=self.pulling_from,
+            last_pull_at=self.last_pull_at,
+            last_pull_ok=self.last_pull.ok if self.last_pull else True,
+            paused=self.paused,
+            sync_requested=requested,
+        )
+
+    def _start_pull(self) -> None:
+        assert self.master is not None
+        master = self.script.server(self.master)
+        self.pulling_from = master.name
+        self.pull_task = asyncio.create_task(pull(self.script, master, self.me, self.master_generation))
+        self.pull_task.add_done_callback(lambda _: self.wake.set())
+
+    def _finish_pull(self, task: asyncio.Task[PullResult]) -> None:
+        source, self.pulling_from, self.pull_task = self.pulling_from, None, None
+        self.last_pull_at, self.last_pull_unix = self.clock(), time.time()
+        if task.cancelled():
+            self.last_pull = PullResult(False, f"cancelled (pull from {source})", 0.0, 0)
+            return
+        result = task.result()
+        self.last_pull = result
+        if result.ok:
+            self.state = replace(self.state, pulled_generation=result.generation, pulled_master=source)
+            save_state(self.state_path, self.state)
+            log.info(
+                "%s: pulled generation %d from %s in %.2f s",
+                self.me.name,
+                result.generation,
+                source,
+                result.seconds,
+            )
+        else:
+            log.warning("%s: pull from %s failed: %s", self.me.name, source, result.message)
+
+    # -- talking to peers ------------------------------------------------------------------------
+
+    def channel(self, server: Server) -> grpc.aio.Channel:
+        if server.name not in self.channels:
+            assert server.agent is not None
+            self.channels[server.name] = grpc.aio.insecure_channel(server.agent, options=CHANNEL_OPTIONS)
+        return self.channels[server.name]
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.gather(*(self._beat(self.script.server(name)) for name in self.peers))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_interval)
+
+    async def _beat(self, server: Server) -> None:
+        stub = peer_pb2_grpc.PeerStub(self.channel(server))
+        try:
+            reply = await stub.SendHeartbeat(self.heartbeat(), timeout=self.settings.heartbeat_interval * 2)
+        except grpc.aio.AioRpcError as error:
+            self.peers[server.name].error = f"{error.code().name}: {error.details()}"
+            return
+        if reply.accepted:
+            self.record_peer(reply.self)
+        else:
+            self.peers[server.name].error = f"refused our heartbeat: {reply.reason}"
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """As master: turn file changes into generations. As replica: follow the master's."""
+        if self.is_master:
+            paths = [Path(self.me.root) / normalize_relative(d.path) for d in self.script.directories]
+            async for batch in generations(paths, self.state.generation, stop):
+                self.state = replace(self.state, generation=batch.generation)
+                save_state(self.state_path, self.state)
+                async with self.changed:
+                    self.changed.notify_all()
+            return
+        while not stop.is_set() and self.master is not None:
+            stub = peer_pb2_grpc.PeerStub(self.channel(self.script.server(self.master)))
+            request = peer_pb2.WatchRequest(node=self.me.name, since_generation=self.state.pulled_generation)
+            try:
+                async for change in stub.WatchChanges(request, timeout=3600):
+                    self.master_generation = change.generation
+                    self.last_change_at = self.clock()
+                    self.wake.set()
+            except grpc.aio.AioRpcError as error:
+                log.debug("%s: change stream from %s: %s", self.me.name, self.master, error.code().name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)

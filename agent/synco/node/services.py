@@ -1,0 +1,113 @@
+"""The gRPC services an agent serves: Peer (other agents) and Control (synco-ctl) (adapter)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from synco.node.node import Node
+from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2, peer_pb2_grpc
+
+
+class PeerService(peer_pb2_grpc.PeerServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def SendHeartbeat(
+        self,
+        request: peer_pb2.Heartbeat,
+        context: grpc.aio.ServicerContext[peer_pb2.Heartbeat, peer_pb2.HeartbeatReply],
+    ) -> peer_pb2.HeartbeatReply:
+        reason = self.node.accept(request)
+        if reason is None:
+            self.node.record_peer(request)
+        return peer_pb2.HeartbeatReply(
+            self=self.node.heartbeat(), accepted=reason is None, reason=reason or ""
+        )
+
+    async def WatchChanges(
+        self,
+        request: peer_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext[peer_pb2.WatchRequest, peer_pb2.Change],
+    ) -> AsyncIterator[peer_pb2.Change]:
+        if request.node not in self.node.peers:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{request.node!r} is not a peer")
+        if not self.node.is_master:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.node.me.name} is not the master")
+        # since_generation 0: the current generation at once; otherwise only newer ones
+        sent = request.since_generation if request.since_generation else -1
+        while True:
+            generation = self.node.state.generation
+            if generation > sent:
+                sent = generation
+                yield peer_pb2.Change(
+                    generation=generation,
+                    epoch=self.node.state.epoch,
+                    changed_unix_ms=int(time.time() * 1000),
+                    master=self.node.me.name,
+                )
+            async with self.node.changed:
+                await self.node.changed.wait()
+
+    async def Status(
+        self,
+        request: peer_pb2.NodeStatusRequest,
+        context: grpc.aio.ServicerContext[peer_pb2.NodeStatusRequest, peer_pb2.NodeStatus],
+    ) -> peer_pb2.NodeStatus:
+        return self.node.status()
+
+
+class ControlService(control_pb2_grpc.ControlServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Status(
+        self,
+        request: control_pb2.ClusterStatusRequest,
+        context: grpc.aio.ServicerContext[control_pb2.ClusterStatusRequest, control_pb2.ClusterStatus],
+    ) -> control_pb2.ClusterStatus:
+        peers = []
+        now_ms = int(time.time() * 1000)
+        for name, view in self.node.peers.items():
+            age = None if view.received_at is None else self.node.clock() - view.received_at
+            peers.append(
+                control_pb2.PeerView(
+                    node=name,
+                    status=peer_pb2.NodeStatus(heartbeat=view.heartbeat) if view.heartbeat else None,
+                    last_heartbeat_unix_ms=0 if age is None else now_ms - int(age * 1000),
+                    reachable=age is not None and age < 3 * self.node.settings.heartbeat_interval,
+                    error=view.error,
+                )
+            )
+        return control_pb2.ClusterStatus(local=self.node.status(), peers=peers)
+
+    async def SyncNow(
+        self,
+        request: control_pb2.SyncNowRequest,
+        context: grpc.aio.ServicerContext[control_pb2.SyncNowRequest, control_pb2.SyncNowReply],
+    ) -> control_pb2.SyncNowReply:
+        self.node.sync_requested = True
+        self.node.wake.set()
+        await asyncio.sleep(0)
+        return control_pb2.SyncNowReply(verdict="pull requested")
+
+    async def Pause(
+        self,
+        request: control_pb2.PauseRequest,
+        context: grpc.aio.ServicerContext[control_pb2.PauseRequest, control_pb2.PauseReply],
+    ) -> control_pb2.PauseReply:
+        self.node.paused = True
+        self.node.wake.set()
+        return control_pb2.PauseReply(paused=True)
+
+    async def Resume(
+        self,
+        request: control_pb2.ResumeRequest,
+        context: grpc.aio.ServicerContext[control_pb2.ResumeRequest, control_pb2.ResumeReply],
+    ) -> control_pb2.ResumeReply:
+        self.node.paused = False
+        self.node.wake.set()
+        return control_pb2.ResumeReply(paused=False)

@@ -1,0 +1,81 @@
+"""Local clusters of real synco-agent processes, started and stopped by tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.named import free_port
+
+
+@dataclass
+class Cluster:
+    directory: Path
+    config: Path
+    names: list[str]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def root(self, name: str) -> Path:
+        return self.directory / name
+
+    def log(self, name: str) -> str:
+        return (self.directory / f"{name}.log").read_text(errors="replace")
+
+    def start(self, name: str) -> None:
+        log = (self.directory / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "synco.node.main", "--config", str(self.config), "--as", name, "-v"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: (self.directory / "run" / f"{name}.sock").exists(), f"{name} serving")
+
+    def stop(self, name: str, how: signal.Signals = signal.SIGTERM) -> int:
+        process = self.processes.pop(name)
+        process.send_signal(how)
+        return process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+
+    def ctl(self, name: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "synco.ctl", "--config", str(self.config), "--as", name, *arguments],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s: {what}")
+        time.sleep(0.05)
+
+
+def make_cluster(
+    directory: Path, names: list[str], arguments: str = '["--archive", "--delete"]', extra: str = ""
+) -> Cluster:
+    servers = "".join(
+        f'[servers.{n}]\nroot = "{directory / n}"\nagent = "127.0.0.1:{free_port()}"\n' for n in names
+    )
+    config = directory / "cluster.toml"
+    config.write_text(
+        f'master = "{names[0]}"\n[method]\narguments = {arguments}\n'
+        f'[agent]\ninsecure = true\nstate_dir = "{directory}/state"\n'
+        f'control_socket = "{directory}/run/{{server}}.sock"\n'
+        f"heartbeat_interval = 0.3\nperiodic_pull = 60\npull_retry = 1\n{extra}"
+        f'{servers}[[directories]]\npath = "srv"\n'
+    )
+    (directory / names[0] / "srv").mkdir(parents=True)
+    os.makedirs(directory / "run", exist_ok=True)
+    return Cluster(directory, config, names)
