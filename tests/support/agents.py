@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.components import need
 from tests.support.named import free_port
 
 
@@ -62,16 +63,41 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) ->
         time.sleep(0.05)
 
 
+CERTS = Path(__file__).resolve().parents[2] / "scripts" / "certs"
+
+
+def issue_certificates(directory: Path, names: list[str]) -> Path:
+    """A cluster CA and one certificate per node, made by scripts/certs."""
+    need("openssl")
+    subprocess.run([str(CERTS), "init", str(directory)], check=True, capture_output=True)
+    for name in names:
+        subprocess.run(
+            [str(CERTS), "issue", str(directory), name, "127.0.0.1"], check=True, capture_output=True
+        )
+    return directory
+
+
 def make_cluster(
-    directory: Path, names: list[str], arguments: str = '["--archive", "--delete"]', extra: str = ""
+    directory: Path,
+    names: list[str],
+    arguments: str = '["--archive", "--delete"]',
+    extra: str = "",
+    tls: bool = False,
 ) -> Cluster:
     servers = "".join(
         f'[servers.{n}]\nroot = "{directory / n}"\nagent = "127.0.0.1:{free_port()}"\n' for n in names
     )
     config = directory / "cluster.toml"
+    security = "insecure = true\n"
+    if tls:
+        certs = issue_certificates(directory / "certs", names)
+        security = (
+            f'ca_file = "{certs}/ca.pem"\ncert_file = "{certs}/{{server}}.pem"\n'
+            f'key_file = "{certs}/{{server}}.key"\n'
+        )
     config.write_text(
         f'master = "{names[0]}"\n[method]\narguments = {arguments}\n'
-        f'[agent]\ninsecure = true\nstate_dir = "{directory}/state"\n'
+        f'[agent]\n{security}state_dir = "{directory}/state"\n'
         f'control_socket = "{directory}/run/{{server}}.sock"\n'
         f"heartbeat_interval = 0.3\nperiodic_pull = 60\npull_retry = 1\n{extra}"
         f'{servers}[[directories]]\npath = "srv"\n'

@@ -50,17 +50,17 @@ async def serve(script: Script, me: str) -> None:
     node = Node(script, me)
     server = node.me
     assert script.agent is not None and server.agent is not None
-    if not script.agent.insecure:
-        raise ConfigError(
-            "mutual TLS between agents is not available yet: set insecure = true (loopback only)"
-        )
-    log.warning("%s: insecure = true: agents talk in plaintext on loopback addresses", me)
+    if node.credentials is None:
+        log.warning("%s: insecure = true: agents talk in plaintext on loopback addresses", me)
 
     peer_server = grpc.aio.server(options=CHANNEL_OPTIONS)
     peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), peer_server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, peer_server)
-    peer_server.add_insecure_port(server.agent)
+    if node.credentials is None:
+        peer_server.add_insecure_port(server.agent)
+    else:
+        peer_server.add_secure_port(server.agent, node.credentials.server())
 
     control_path = control_socket_path(script, me)
     control_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from synco import replication
 from synco.model import AgentSettings, Role, Script, Server
 from synco.node.pull import PullResult, pull
 from synco.node.state import load_state, save_state
+from synco.node.tls import load_credentials
 from synco.node.watch import generations
 from synco.paths import normalize_relative
 from synco.v1 import peer_pb2, peer_pb2_grpc
@@ -75,6 +76,8 @@ class Node:
         self.verdict = "starting"
         self.wake = asyncio.Event()
         self.channels: dict[str, grpc.aio.Channel] = {}
+        self.credentials = None if self.settings.insecure else load_credentials(self.settings, me)
+        self._refusals: dict[str, float] = {}
 
     # -- what this node says ---------------------------------------------------------------
 
@@ -215,8 +218,31 @@ class Node:
     def channel(self, server: Server) -> grpc.aio.Channel:
         if server.name not in self.channels:
             assert server.agent is not None
-            self.channels[server.name] = grpc.aio.insecure_channel(server.agent, options=CHANNEL_OPTIONS)
+            if self.credentials is None:
+                channel = grpc.aio.insecure_channel(server.agent, options=CHANNEL_OPTIONS)
+            else:  # the peer's certificate must name the server we mean to reach
+                options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server.name)]
+                channel = grpc.aio.secure_channel(server.agent, self.credentials.channel(), options=options)
+            self.channels[server.name] = channel
         return self.channels[server.name]
+
+    def refuse(self, reason: str) -> str:
+        """Log a refused caller (at most once a minute per reason) and return the reason."""
+        now = self.clock()
+        if now - self._refusals.get(reason, -1e9) >= 60:
+            self._refusals[reason] = now
+            log.warning("%s: refused a caller: %s", self.me.name, reason)
+        return reason
+
+    def authorize(self, identity: str | None, claimed: str | None) -> str | None:
+        """Why a caller is refused (its certificate names no peer, or another node), or None."""
+        if self.credentials is None:
+            return None
+        if identity not in self.peers:
+            return self.refuse(f"certificate for {identity!r}, which is not a peer of {self.me.name}")
+        if claimed is not None and claimed != identity:
+            return self.refuse(f"certificate for {identity!r} but the call claims to be {claimed!r}")
+        return None
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from synco.node.node import Node
+from synco.node.tls import caller
 from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2, peer_pb2_grpc
 
 
@@ -21,6 +22,9 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         request: peer_pb2.Heartbeat,
         context: grpc.aio.ServicerContext[peer_pb2.Heartbeat, peer_pb2.HeartbeatReply],
     ) -> peer_pb2.HeartbeatReply:
+        refused = self.node.authorize(caller(context.auth_context()), request.node)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         reason = self.node.accept(request)
         if reason is None:
             self.node.record_peer(request)
@@ -33,6 +37,9 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         request: peer_pb2.WatchRequest,
         context: grpc.aio.ServicerContext[peer_pb2.WatchRequest, peer_pb2.Change],
     ) -> AsyncIterator[peer_pb2.Change]:
+        refused = self.node.authorize(caller(context.auth_context()), request.node)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         if request.node not in self.node.peers:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{request.node!r} is not a peer")
         if not self.node.is_master:
@@ -57,6 +64,9 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         request: peer_pb2.NodeStatusRequest,
         context: grpc.aio.ServicerContext[peer_pb2.NodeStatusRequest, peer_pb2.NodeStatus],
     ) -> peer_pb2.NodeStatus:
+        refused = self.node.authorize(caller(context.auth_context()), None)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         return self.node.status()
 
 
