@@ -48,6 +48,7 @@ SERVER_KEYS = (
     "mountpoint",
     "synco_path",
     "agent",
+    "metrics",
     "events",
 )
 DIRECTORY_KEYS = ("path", "arguments", "events")
@@ -285,6 +286,7 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
             mountpoint=reader.string(key, table, "mountpoint"),
             synco_path=reader.string(key, table, "synco_path") or "synco",
             agent=reader.string(key, table, "agent"),
+            metrics=reader.string(key, table, "metrics"),
             events=events,
         )
         yield server

@@ -45,7 +45,9 @@ def table(status: control_pb2.ClusterStatus) -> str:
 
     def row(node: peer_pb2.NodeStatus, age: str) -> None:
         beat = node.heartbeat
-        lag = "" if beat.role == peer_pb2.ROLE_MASTER else str(max(0, master_generation - beat.generation))
+        lag = ""
+        if beat.role != peer_pb2.ROLE_MASTER:
+            lag = f"{max(0, master_generation - beat.generation)} / {node.lag_seconds:.1f}s"
         pull = ""
         if node.last_pull_unix_ms:
             ago = time.time() - node.last_pull_unix_ms / 1000

@@ -126,6 +126,7 @@ class Server:
     mountpoint: str | None = None
     synco_path: str = "synco"  # the synco command on this server, for snapshot publication over ssh
     agent: str | None = None  # ADDRESS:PORT where this server's synco-agent listens
+    metrics: str | None = None  # ADDRESS:PORT for the agent's Prometheus metrics (none: off)
     events: Events = field(default_factory=Events)
 
     def __post_init__(self) -> None:

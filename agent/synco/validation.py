@@ -250,6 +250,10 @@ def _agent_problems(script: Script) -> Iterator[Problem]:
         elif agent.insecure and host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
             yield Problem(f"servers.{server.name}.agent", "insecure = true allows loopback addresses only")
         addresses.setdefault(server.agent, server.name)
+        if server.metrics is not None:
+            host, _, port = server.metrics.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                yield Problem(f"servers.{server.name}.metrics", f"{server.metrics!r} is not ADDRESS:PORT")
 
 
 def _dns_problems(script: Script) -> Iterator[Problem]:

@@ -85,7 +85,9 @@ def make_cluster(
     tls: bool = False,
 ) -> Cluster:
     servers = "".join(
-        f'[servers.{n}]\nroot = "{directory / n}"\nagent = "127.0.0.1:{free_port()}"\n' for n in names
+        f'[servers.{n}]\nroot = "{directory / n}"\nagent = "127.0.0.1:{free_port()}"\n'
+        f'metrics = "127.0.0.1:{free_port()}"\n'
+        for n in names
     )
     config = directory / "cluster.toml"
     security = "insecure = true\n"

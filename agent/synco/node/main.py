@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
 
 from synco import __version__
-from synco.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, SyncoError
+from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
 from synco.loader import load
 from synco.model import Script
 from synco.node.node import CHANNEL_OPTIONS, Node
@@ -80,6 +80,9 @@ async def serve(script: Script, me: str) -> None:
     await peer_server.start()
     await control_server.start()
     os.chmod(control_path, 0o600)
+    if server.metrics is not None:
+        node.metrics.serve(server.metrics)
+        log.info("%s: metrics on http://%s/metrics", me, server.metrics)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("%s: serving peers on %s, control on %s", me, server.agent, control_path)
     sd_notify("READY=1")
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return EXIT_FAILED
-    return EXIT_OK if not arguments.check else EXIT_USAGE
+    return EXIT_OK
 
 
 if __name__ == "__main__":

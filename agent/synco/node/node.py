@@ -16,6 +16,7 @@ import grpc
 
 from synco import replication
 from synco.model import AgentSettings, Role, Script, Server
+from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
 from synco.node.state import load_state, save_state
 from synco.node.tls import load_credentials
@@ -78,6 +79,8 @@ class Node:
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.credentials = None if self.settings.insecure else load_credentials(self.settings, me)
         self._refusals: dict[str, float] = {}
+        self.metrics = Metrics()
+        self.behind_since: float | None = None  # when the replica first fell behind the master
 
     # -- what this node says ---------------------------------------------------------------
 
@@ -115,7 +118,13 @@ class Node:
             last_pull_ok=result.ok if result else False,
             last_pull_message=result.message if result else "",
             last_pull_seconds=result.seconds if result else 0.0,
+            lag_seconds=self.lag_seconds(),
         )
+
+    def lag_seconds(self) -> float:
+        if self.is_master or self.behind_since is None:
+            return 0.0
+        return round(self.clock() - self.behind_since, 3)
 
     def accept(self, heartbeat: peer_pb2.Heartbeat) -> str | None:
         """Why a peer's heartbeat is refused, or None to accept it."""
@@ -163,11 +172,32 @@ class Node:
                 self._start_pull()
             elif decision.action == replication.Action.CANCEL and self.pull_task is not None:
                 self.pull_task.cancel()
+        self._update_metrics()
         if verdict != self.verdict:
             log.info("%s: %s", self.me.name, verdict)
         else:
             log.debug("%s: %s", self.me.name, verdict)
         self.verdict = verdict
+
+    def _update_metrics(self) -> None:
+        behind = not self.is_master and self.master_generation > self.state.pulled_generation
+        if behind and self.behind_since is None:
+            self.behind_since = self.last_change_at or self.clock()
+        elif not behind:
+            self.behind_since = None
+        metrics = self.metrics
+        metrics.is_master.set(1 if self.is_master else 0)
+        metrics.epoch.set(self.state.epoch)
+        metrics.generation.set(self.state.generation if self.is_master else self.state.pulled_generation)
+        metrics.master_generation.set(self.state.generation if self.is_master else self.master_generation)
+        metrics.lag.set(
+            0 if self.is_master else max(0, self.master_generation - self.state.pulled_generation)
+        )
+        metrics.lag_seconds.set(self.lag_seconds())
+        now = self.clock()
+        for name, view in self.peers.items():
+            if view.received_at is not None:
+                metrics.heartbeat_age.labels(peer=name).set(round(now - view.received_at, 3))
 
     def _view(self) -> replication.ReplicaView:
         requested, self.sync_requested = self.sync_requested, False
@@ -200,6 +230,9 @@ class Node:
             return
         result = task.result()
         self.last_pull = result
+        self.metrics.pull_seconds.observe(result.seconds)
+        if not result.ok:
+            self.metrics.pull_failures.inc()
         if result.ok:
             self.state = replace(self.state, pulled_generation=result.generation, pulled_master=source)
             save_state(self.state_path, self.state)

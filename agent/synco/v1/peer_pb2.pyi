@@ -222,6 +222,7 @@ class NodeStatus(_message.Message):
     LAST_PULL_OK_FIELD_NUMBER: _builtins.int
     LAST_PULL_MESSAGE_FIELD_NUMBER: _builtins.int
     LAST_PULL_SECONDS_FIELD_NUMBER: _builtins.int
+    LAG_SECONDS_FIELD_NUMBER: _builtins.int
     verdict: _builtins.str
     """the last cycle's verdict line"""
     master_generation: _builtins.int
@@ -230,6 +231,8 @@ class NodeStatus(_message.Message):
     last_pull_ok: _builtins.bool
     last_pull_message: _builtins.str
     last_pull_seconds: _builtins.float
+    lag_seconds: _builtins.float
+    """replica: since the oldest change it has not pulled yet"""
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
     def __init__(
@@ -242,10 +245,11 @@ class NodeStatus(_message.Message):
         last_pull_ok: _builtins.bool = ...,
         last_pull_message: _builtins.str = ...,
         last_pull_seconds: _builtins.float = ...,
+        lag_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "master_generation", b"master_generation", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "master_generation", b"master_generation", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

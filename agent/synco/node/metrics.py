@@ -1,0 +1,45 @@
+"""Prometheus metrics of one agent, served on the server's `metrics` address (adapter)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.is_master = Gauge("synco_is_master", "1 while this node acts as master", registry=self.registry)
+        self.epoch = Gauge("synco_epoch", "The election epoch this node acts in", registry=self.registry)
+        self.generation = Gauge(
+            "synco_generation",
+            "Master: changes seen; replica: generation of the last complete pull",
+            registry=self.registry,
+        )
+        self.master_generation = Gauge(
+            "synco_master_generation", "The newest generation the master announced", registry=self.registry
+        )
+        self.lag = Gauge(
+            "synco_lag_generations", "How many generations this replica is behind", registry=self.registry
+        )
+        self.lag_seconds = Gauge(
+            "synco_lag_seconds",
+            "Seconds since the oldest change this replica has not pulled yet",
+            registry=self.registry,
+        )
+        self.pull_seconds = Histogram(
+            "synco_pull_duration_seconds",
+            "Duration of pulls from the master",
+            registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+        )
+        self.pull_failures = Counter("synco_pull_failures", "Pulls that failed", registry=self.registry)
+        self.heartbeat_age = Gauge(
+            "synco_peer_heartbeat_age_seconds",
+            "Seconds since each peer's last heartbeat",
+            ["peer"],
+            registry=self.registry,
+        )
+
+    def serve(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=self.registry)
