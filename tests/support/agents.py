@@ -83,6 +83,7 @@ def make_cluster(
     arguments: str = '["--archive", "--delete"]',
     extra: str = "",
     tls: bool = False,
+    heartbeat: float = 0.3,
 ) -> Cluster:
     servers = "".join(
         f'[servers.{n}]\nroot = "{directory / n}"\nagent = "127.0.0.1:{free_port()}"\n'
@@ -101,7 +102,7 @@ def make_cluster(
         f'master = "{names[0]}"\n[method]\narguments = {arguments}\n'
         f'[agent]\n{security}state_dir = "{directory}/state"\n'
         f'control_socket = "{directory}/run/{{server}}.sock"\n'
-        f"heartbeat_interval = 0.3\nperiodic_pull = 60\npull_retry = 1\n{extra}"
+        f"heartbeat_interval = {heartbeat}\nperiodic_pull = 60\npull_retry = 1\n{extra}"
         f'{servers}[[directories]]\npath = "srv"\n'
     )
     (directory / names[0] / "srv").mkdir(parents=True)

@@ -83,12 +83,15 @@ def test_status_shows_the_cluster(cluster: Cluster) -> None:
     metrics_address = (
         cluster.config.read_text().split("[servers.s02]")[1].split('metrics = "')[1].split('"')[0]
     )
-    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as response:
-        metrics = response.read().decode()
-    assert "synco_is_master 0.0" in metrics
-    assert "synco_lag_generations 0.0" in metrics
-    assert 'synco_peer_heartbeat_age_seconds{peer="s01"}' in metrics
-    assert "synco_pull_duration_seconds_count" in metrics
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
+    wait_until(lambda: 'synco_peer_heartbeat_age_seconds{peer="s01"}' in metrics(), "metrics of heartbeats")
+    assert "synco_is_master 0.0" in metrics()
+    assert "synco_lag_generations 0.0" in metrics()
+    assert "synco_pull_duration_seconds_count" in metrics()
 
 
 def test_restart_resumes_and_a_replica_down_for_a_while_catches_up(cluster: Cluster) -> None:

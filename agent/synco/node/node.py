@@ -147,7 +147,7 @@ class Node:
             while not stop.is_set():
                 self.cycle()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=0.1)
+                    await asyncio.wait_for(self.wake.wait(), timeout=self._next_check())
                 self.wake.clear()
         finally:
             for task in tasks:
@@ -178,6 +178,17 @@ class Node:
         else:
             log.debug("%s: %s", self.me.name, verdict)
         self.verdict = verdict
+
+    def _next_check(self) -> float:
+        """Seconds until a decision could change with no event: a debounce or retry expiring.
+        Events (a change, a finished pull, an operator intent) wake the loop earlier."""
+        now = self.clock()
+        due = [1.0]
+        if self.last_change_at is not None and self.master_generation > self.state.pulled_generation:
+            due.append(self.timing.debounce - (now - self.last_change_at))
+        if self.last_pull is not None and not self.last_pull.ok and self.last_pull_at is not None:
+            due.append(self.timing.retry - (now - self.last_pull_at))
+        return max(0.01, min(due))
 
     def _update_metrics(self) -> None:
         behind = not self.is_master and self.master_generation > self.state.pulled_generation
@@ -279,7 +290,11 @@ class Node:
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await asyncio.gather(*(self._beat(self.script.server(name)) for name in self.peers))
+            # One call per pair of nodes and interval: the reply carries the other side's
+            # heartbeat, so the node whose name sorts first calls and both learn.
+            await asyncio.gather(
+                *(self._beat(self.script.server(name)) for name in self.peers if name > self.me.name)
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_interval)
 

@@ -25,6 +25,7 @@ async def generations(
     start: int,
     stop: asyncio.Event,
     debounce_ms: int = 50,
+    step_ms: int = 100,
 ) -> AsyncIterator[Batch]:
     """Yield a new generation for every batch of changes under `paths`, until `stop` is set."""
     existing = [str(p) for p in paths if p.exists()]
@@ -32,7 +33,7 @@ async def generations(
     if not existing:
         return
     async for changes in watchfiles.awatch(
-        *existing, stop_event=stop, debounce=debounce_ms, step=debounce_ms, recursive=True
+        *existing, stop_event=stop, debounce=debounce_ms, step=step_ms, recursive=True
     ):
         generation += 1
         yield Batch(generation, len(changes))
