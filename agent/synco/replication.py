@@ -70,7 +70,7 @@ def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
     retry_in = _retry_in(view, timing)
     if view.pulled_master != view.master:
         if retry_in > 0:
-            return Decision(Action.WAIT, f"last pull failed: retrying {view.master} in {retry_in:.1f} s")
+            return Decision(Action.WAIT, f"last pull failed: retrying {view.master} after {timing.retry:g} s")
         return Decision(
             Action.PULL,
             f"master is {view.master}: full pull (last complete pull from {view.pulled_master or 'nowhere'})",
@@ -80,7 +80,7 @@ def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
         if view.last_change_at is not None and view.now - view.last_change_at < timing.debounce:
             return Decision(Action.WAIT, f"{behind}: letting the changes settle")
         if retry_in > 0:
-            return Decision(Action.WAIT, f"{behind}: last pull failed, retrying in {retry_in:.1f} s")
+            return Decision(Action.WAIT, f"{behind}: last pull failed, retrying after {timing.retry:g} s")
         return Decision(Action.PULL, f"{behind}: pulling from {view.master}")
     if view.last_pull_at is None or view.now - view.last_pull_at >= timing.periodic:
         return Decision(

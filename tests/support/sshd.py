@@ -60,8 +60,15 @@ class Sshd:
             self.process.wait()
 
 
-def start_sshd(directory: Path) -> Sshd:
-    sshd = need("sshd")
+@dataclass
+class SshdFiles:
+    config: Path
+    user_key: Path
+    known_hosts: Path
+
+
+def prepare_sshd(directory: Path, listen: list[str], port: int, names: list[str]) -> SshdFiles:
+    """Host and user keys, authorized_keys, known_hosts (for `names` on `port`) and sshd_config."""
     keygen = need("ssh-keygen")
     need("ssh")
     directory.mkdir(parents=True, exist_ok=True)
@@ -71,21 +78,16 @@ def start_sshd(directory: Path) -> Sshd:
         subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     (directory / "authorized_keys").write_text(user_key.with_suffix(".pub").read_text())
     os.chmod(directory / "authorized_keys", 0o600)
-    port = free_port()
     host_public = host_key.with_suffix(".pub").read_text().split()
     known = directory / "known_hosts"
     known.write_text(
-        "".join(
-            f"[{h}]:{port} {host_public[0]} {host_public[1]}\n"
-            for h in ("127.0.0.1", "127.0.0.2", "localhost", *(f"s0{i}.example.test" for i in (1, 2, 3)))
-        )
+        "".join(f"{h if port == 22 else f'[{h}]:{port}'} {host_public[0]} {host_public[1]}\n" for h in names)
     )
     config = directory / "sshd_config"
+    listen_lines = "".join(f"ListenAddress {address}\n" for address in listen)
     config.write_text(
         f"""Port {port}
-ListenAddress 127.0.0.1
-ListenAddress 127.0.0.2
-HostKey {host_key}
+{listen_lines}HostKey {host_key}
 PidFile {directory}/sshd.pid
 AuthorizedKeysFile {directory}/authorized_keys
 PubkeyAuthentication yes
@@ -101,9 +103,17 @@ MaxSessions 100
     )
     if os.geteuid() == 0:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    return SshdFiles(config, user_key, known)
+
+
+def start_sshd(directory: Path) -> Sshd:
+    sshd = need("sshd")
+    port = free_port()
+    names = ["127.0.0.1", "127.0.0.2", "localhost", *(f"s0{i}.example.test" for i in (1, 2, 3))]
+    files = prepare_sshd(directory, ["127.0.0.1", "127.0.0.2"], port, names)
     log = directory / "sshd.log"
     process = subprocess.Popen(
-        [sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log.open("wb")
+        [sshd, "-D", "-e", "-f", str(files.config)], stdout=subprocess.DEVNULL, stderr=log.open("wb")
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -117,4 +127,4 @@ MaxSessions 100
     else:
         process.kill()
         raise RuntimeError(f"sshd did not listen on port {port}: {log.read_text()}")
-    return Sshd(port, getpass.getuser(), user_key, known, process, log)
+    return Sshd(port, getpass.getuser(), files.user_key, files.known_hosts, process, log)

@@ -52,7 +52,7 @@ SYNCED = dict(
         (
             {"master_generation": 8, "last_change_at": 990.0, "last_pull_ok": False, "last_pull_at": 995.0},
             Action.WAIT,
-            "generation 8 > 7: last pull failed, retrying in 5.0 s",
+            "generation 8 > 7: last pull failed, retrying after 10 s",
         ),
         (
             {"master_generation": 8, "last_pull_ok": False, "last_pull_at": 985.0},
@@ -68,7 +68,7 @@ SYNCED = dict(
         (
             {"master": "s02", "last_pull_ok": False, "last_pull_at": 999.0},
             Action.WAIT,
-            "last pull failed: retrying s02 in 9.0 s",
+            "last pull failed: retrying s02 after 10 s",
         ),
     ],
 )

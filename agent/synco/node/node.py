@@ -188,7 +188,7 @@ class Node:
             due.append(self.timing.debounce - (now - self.last_change_at))
         if self.last_pull is not None and not self.last_pull.ok and self.last_pull_at is not None:
             due.append(self.timing.retry - (now - self.last_pull_at))
-        return max(0.01, min(due))
+        return max(0.01, min(d for d in due if d > 0))
 
     def _update_metrics(self) -> None:
         behind = not self.is_master and self.master_generation > self.state.pulled_generation
