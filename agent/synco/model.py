@@ -209,6 +209,7 @@ class AgentSettings:
     debounce: float = 0.2
     periodic_pull: float = 300.0
     pull_retry: float = 10.0
+    master_poll: float = 2.0  # how often a master given as a DNS name is looked up again
 
     def path(self, template: str, server: str) -> str:
         return template.replace("{server}", server)

@@ -227,7 +227,7 @@ def _master_problems(master: str, names: list[str]) -> Iterator[Problem]:
 def _agent_problems(script: Script) -> Iterator[Problem]:
     agent = script.agent
     assert agent is not None
-    for name in ("heartbeat_interval", "debounce", "periodic_pull", "pull_retry"):
+    for name in ("heartbeat_interval", "debounce", "periodic_pull", "pull_retry", "master_poll"):
         if getattr(agent, name) <= 0:
             yield Problem(f"agent.{name}", "must be more than 0 seconds")
     for name in ("state_dir", "control_socket", "ca_file", "cert_file", "key_file"):

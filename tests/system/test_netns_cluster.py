@@ -115,4 +115,4 @@ def test_replicas_follow_the_master_across_hosts(hosts: Hosts) -> None:
     sshd_log = (hosts.directory / "sshd.s01.log").read_text(errors="replace")
     assert "Accepted publickey for root from 10.213.7.2" in sshd_log  # s02 pulled over the network
     assert "Accepted publickey for root from 10.213.7.3" in sshd_log
-    assert "in sync with s01" in hosts.log("s02")
+    wait_until(lambda: "in sync with s01" in hosts.log("s02"), "s02 in sync")

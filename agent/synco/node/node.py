@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 
 from synco import replication
+from synco.errors import SyncoError
 from synco.model import AgentSettings, Role, Script, Server
 from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
@@ -22,6 +23,7 @@ from synco.node.state import load_state, save_state
 from synco.node.tls import load_credentials
 from synco.node.watch import generations
 from synco.paths import normalize_relative
+from synco.resolver import resolve
 from synco.v1 import peer_pb2, peer_pb2_grpc
 
 PROTOCOL_VERSION = 1
@@ -76,6 +78,7 @@ class Node:
         self.peers: dict[str, PeerView] = {s.name: PeerView() for s in script.servers if s.name != me}
         self.verdict = "starting"
         self.wake = asyncio.Event()
+        self.master_changed = asyncio.Event()
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.credentials = None if self.settings.insecure else load_credentials(self.settings, me)
         self._refusals: dict[str, float] = {}
@@ -142,7 +145,11 @@ class Node:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(self._heartbeats(stop)), asyncio.create_task(self._follow(stop))]
+        tasks = [
+            asyncio.create_task(self._heartbeats(stop)),
+            asyncio.create_task(self._roles(stop)),
+            asyncio.create_task(self._track_master(stop)),
+        ]
         try:
             while not stop.is_set():
                 self.cycle()
@@ -165,6 +172,9 @@ class Node:
             self._finish_pull(self.pull_task)
         if self.is_master:
             verdict = f"master at generation {self.state.generation}"
+            if self.pull_task is not None:
+                verdict = f"now master: cancelling the pull from {self.pulling_from}"
+                self.pull_task.cancel()
         else:
             decision = replication.decide(self._view(), self.timing)
             verdict = decision.verdict
@@ -310,16 +320,64 @@ class Node:
         else:
             self.peers[server.name].error = f"refused our heartbeat: {reply.reason}"
 
-    async def _follow(self, stop: asyncio.Event) -> None:
-        """As master: turn file changes into generations. As replica: follow the master's."""
-        if self.is_master:
-            paths = [Path(self.me.root) / normalize_relative(d.path) for d in self.script.directories]
-            async for batch in generations(paths, self.state.generation, stop):
-                self.state = replace(self.state, generation=batch.generation)
-                save_state(self.state_path, self.state)
-                async with self.changed:
-                    self.changed.notify_all()
+    async def _track_master(self, stop: asyncio.Event) -> None:
+        """A master given as a DNS name is looked up again every `master_poll` seconds."""
+        if self.script.master in self.script.server_names:
             return
+        while not stop.is_set():
+            try:
+                decision, _ = await asyncio.to_thread(resolve, self.script, self.me.name)
+                self.set_master(decision.server, decision.reason)
+            except SyncoError as error:
+                log.warning("%s: cannot tell who is master: %s", self.me.name, error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.master_poll)
+
+    def set_master(self, master: str, reason: str) -> None:
+        if master == self.master:
+            return
+        log.warning(
+            "%s: master is now %s (was %s): %s", self.me.name, master, self.master or "unknown", reason
+        )
+        self.master = master
+        self.master_generation = 0
+        self.last_change_at = None
+        self.master_changed.set()
+        self.wake.set()
+
+    async def _roles(self, stop: asyncio.Event) -> None:
+        """Do the current role's work (watch as master, follow as replica) until the master changes."""
+        while not stop.is_set():
+            self.master_changed.clear()
+            if self.master is None:
+                work = asyncio.create_task(self._idle())  # nothing to do until a master is known
+            elif self.is_master:
+                log.debug("%s: watching for changes", self.me.name)
+                work = asyncio.create_task(self._watch())
+            else:
+                log.debug("%s: following %s", self.me.name, self.master)
+                work = asyncio.create_task(self._follow(stop))
+            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self.master_changed.wait())]
+            await asyncio.wait([work, *waits], return_when=asyncio.FIRST_COMPLETED)
+            for task in [work, *waits]:
+                task.cancel()
+            await asyncio.gather(work, *waits, return_exceptions=True)
+
+    async def _idle(self) -> None:
+        await asyncio.Event().wait()
+
+    async def _watch(self) -> None:
+        """As master: turn file changes under the directories into generations."""
+        paths = [Path(self.me.root) / normalize_relative(d.path) for d in self.script.directories]
+        never = asyncio.Event()
+        async for batch in generations(paths, self.state.generation, never, announce_ready=True):
+            self.state = replace(self.state, generation=batch.generation)
+            save_state(self.state_path, self.state)
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        """As replica: follow the master's stream of generations (reconnecting as needed)."""
         while not stop.is_set() and self.master is not None:
             stub = peer_pb2_grpc.PeerStub(self.channel(self.script.server(self.master)))
             request = peer_pb2.WatchRequest(node=self.me.name, since_generation=self.state.pulled_generation)

@@ -26,14 +26,29 @@ async def generations(
     stop: asyncio.Event,
     debounce_ms: int = 50,
     step_ms: int = 100,
+    announce_ready: bool = False,
 ) -> AsyncIterator[Batch]:
-    """Yield a new generation for every batch of changes under `paths`, until `stop` is set."""
+    """Yield a new generation for every batch of changes under `paths`, until `stop` is set.
+
+    With `announce_ready`, one more generation (with no changes) marks the moment the watch
+    is in place: replicas pulling then cannot miss a change made while it was being set up.
+    """
     existing = [str(p) for p in paths if p.exists()]
     generation = start
     if not existing:
         return
+    ready = not announce_ready
     async for changes in watchfiles.awatch(
-        *existing, stop_event=stop, debounce=debounce_ms, step=step_ms, recursive=True
+        *existing,
+        stop_event=stop,
+        debounce=debounce_ms,
+        step=step_ms,
+        recursive=True,
+        rust_timeout=1000,
+        yield_on_timeout=True,
     ):
+        if not changes and ready:
+            continue  # the watcher's periodic wake-up
+        ready = True
         generation += 1
         yield Batch(generation, len(changes))
