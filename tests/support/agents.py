@@ -28,13 +28,14 @@ class Cluster:
     def log(self, name: str) -> str:
         return (self.directory / f"{name}.log").read_text(errors="replace")
 
-    def start(self, name: str) -> None:
-        log = (self.directory / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "synco.node.main", "--config", str(self.config), "--as", name, "-v"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    def start(self, name: str, env: dict[str, str] | None = None) -> None:
+        with (self.directory / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "synco.node.main", "--config", str(self.config), "--as", name, "-v"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+            )
         wait_until(lambda: (self.directory / "run" / f"{name}.sock").exists(), f"{name} serving")
 
     def stop(self, name: str, how: signal.Signals = signal.SIGTERM) -> int:

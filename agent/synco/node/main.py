@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -86,26 +88,30 @@ async def serve(script: Script, me: str) -> None:
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("%s: serving peers on %s, control on %s", me, server.agent, control_path)
     sd_notify("READY=1")
-    watchdog = asyncio.create_task(_watchdog(stop))
+    node.on_cycle = watchdog_pinger(time.monotonic)
     try:
         await node.run(stop)
     finally:
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         sd_notify("STOPPING=1")
-        watchdog.cancel()
         await peer_server.stop(grace=2)
         await control_server.stop(grace=1)
         control_path.unlink(missing_ok=True)
         log.info("%s: stopped", me)
 
 
-async def _watchdog(stop: asyncio.Event) -> None:
+def watchdog_pinger(clock: Callable[[], float]) -> Callable[[], None]:
+    """A ping for systemd's watchdog, sent from the agent's loop (so a hung loop stops the
+    pings and systemd restarts the agent), at most twice per WatchdogSec."""
     interval = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
-    if interval <= 0:
-        return
-    while not stop.is_set():
-        sd_notify("WATCHDOG=1")
-        await asyncio.sleep(interval)
+    last = [float("-inf")]
+
+    def ping() -> None:
+        if interval > 0 and clock() - last[0] >= interval:
+            last[0] = clock()
+            sd_notify("WATCHDOG=1")
+
+    return ping
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,7 @@ class Node:
         self.verdict = "starting"
         self.wake = asyncio.Event()
         self.master_changed = asyncio.Event()
+        self.on_cycle: Callable[[], None] = lambda: None  # e.g. the systemd watchdog ping
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.credentials = None if self.settings.insecure else load_credentials(self.settings, me)
         self._refusals: dict[str, float] = {}
@@ -168,6 +169,7 @@ class Node:
 
     def cycle(self) -> None:
         """Observe, decide, act; log the verdict (INFO when it changes, DEBUG when it repeats)."""
+        self.on_cycle()
         if self.pull_task is not None and self.pull_task.done():
             self._finish_pull(self.pull_task)
         if self.is_master:
