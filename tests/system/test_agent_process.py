@@ -61,3 +61,32 @@ def test_stopping_the_agent_stops_its_pull(tmp_path: Path) -> None:
         assert state["pulled_master"] is None  # the interrupted pull is not recorded as complete
     finally:
         cluster.stop_all()
+
+
+def test_sighup_reloads_what_can_change(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path, ["s01", "s02"])
+    try:
+        for name in cluster.names:
+            cluster.start(name)
+        text = cluster.config.read_text()
+        cluster.config.write_text(text + '[[directories]]\npath = "etc"\n')
+        (cluster.root("s01") / "etc").mkdir()
+        for name in cluster.names:
+            cluster.processes[name].send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: all(
+                "reloaded" in cluster.log(n) and "directories" in cluster.log(n) for n in cluster.names
+            ),
+            "both reloaded",
+        )
+        (cluster.root("s01") / "etc" / "app.conf").write_text("new directory")
+        wait_until(
+            lambda: (cluster.root("s02") / "etc" / "app.conf").exists(), "the new directory replicated"
+        )
+
+        cluster.config.write_text(text.replace("127.0.0.1:", "127.0.0.9:", 1))
+        cluster.processes["s02"].send_signal(signal.SIGHUP)
+        wait_until(lambda: "reload refused, nothing changed" in cluster.log("s02"), "bad reload refused")
+        assert cluster.processes["s02"].poll() is None
+    finally:
+        cluster.stop_all()

@@ -75,9 +75,15 @@ async def serve(script: Script, me: str) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: log.warning("%s: SIGHUP: reload is not supported yet; restart", me)
-    )
+    config = script.source or ""
+    reloads: set[asyncio.Task[None]] = set()  # referenced until done, as asyncio requires
+
+    def on_sighup() -> None:
+        task = asyncio.ensure_future(reload(node, config))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
     await peer_server.start()
     await control_server.start()
@@ -98,6 +104,17 @@ async def serve(script: Script, me: str) -> None:
         await control_server.stop(grace=1)
         control_path.unlink(missing_ok=True)
         log.info("%s: stopped", me)
+
+
+async def reload(node: Node, config: str) -> None:
+    """SIGHUP: read the script again and apply what can change without a restart."""
+    try:
+        script = await asyncio.to_thread(load, config)
+        changes = node.reload(script)
+    except SyncoError as error:
+        log.error("%s: reload refused, nothing changed: %s", node.me.name, error)
+        return
+    log.warning("%s: reloaded %s: %s", node.me.name, config, ", ".join(changes) or "nothing changed")
 
 
 def watchdog_pinger(clock: Callable[[], float]) -> Callable[[], None]:

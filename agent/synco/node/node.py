@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from synco import replication
-from synco.errors import SyncoError
+from synco.errors import ConfigError, SyncoError
 from synco.model import AgentSettings, Role, Script, Server
 from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
@@ -85,6 +85,39 @@ class Node:
         self._refusals: dict[str, float] = {}
         self.metrics = Metrics()
         self.behind_since: float | None = None  # when the replica first fell behind the master
+
+    def reload(self, script: Script) -> list[str]:
+        """Apply a re-read script: directories, method arguments, master and timings can
+        change; servers, addresses and certificates need a restart (ConfigError)."""
+        agent = script.agent
+        if agent is None:
+            raise ConfigError("the script no longer has an [agent] section")
+        fixed = [(s.name, s.agent, s.root, s.host) for s in self.script.servers]
+        if [(s.name, s.agent, s.root, s.host) for s in script.servers] != fixed:
+            raise ConfigError("servers, their hosts, roots or agent addresses changed: restart the agents")
+        assert self.settings is not None
+        for name in ("state_dir", "control_socket", "insecure", "ca_file", "cert_file", "key_file"):
+            if getattr(agent, name) != getattr(self.settings, name):
+                raise ConfigError(f"agent.{name} changed: restart the agent")
+        changes = []
+        if script.directories != self.script.directories:
+            changes.append("directories")
+        if script.method != self.script.method:
+            changes.append("method")
+        if agent != self.settings:
+            changes.append("timings (every agent must be reloaded alike)")
+        if script.master != self.script.master:
+            changes.append("master")
+        self.script, self.settings = script, agent
+        self.me = script.server(self.me.name)
+        self.hash = settings_hash(agent)
+        self.timing = replication.Timing(agent.debounce, agent.periodic_pull, agent.pull_retry)
+        if script.master in script.server_names:
+            self.set_master(script.master, "named in the reloaded script")
+        if "directories" in changes:
+            self.master_changed.set()  # restart the watch (or the follow) with the new directories
+        self.wake.set()
+        return changes
 
     # -- what this node says ---------------------------------------------------------------
 
