@@ -45,15 +45,19 @@ def cluster(tmp_path: Path, named: DnsCluster, sshd: Sshd) -> Iterator[Cluster]:
 def test_moving_the_record_moves_replication(cluster: Cluster) -> None:
     write_tree(cluster.root("s01") / "srv", {"from": "s01"})
     wait_until(lambda: all((cluster.root(n) / "srv/from").exists() for n in ("s02", "s03")), "s01 replicated")
+    # s01 goes down with writes its replicas never saw; the name then moves to s02
+    assert cluster.stop("s01") == 0
+    write_tree(cluster.root("s01") / "srv", {"from": "s01, changed late", "late.txt": "never replicated"})
     moved = synco("dns", "set", str(cluster.config), "s02", "--expect", "s01")
     assert moved.returncode == 0, moved.stderr
     wait_until(
-        lambda: all("master is now s02" in cluster.log(n) for n in NAMES), "every agent sees the new master"
+        lambda: all("master is now s02" in cluster.log(n) for n in ("s02", "s03")), "s02 and s03 follow"
     )
     wait_until(
         lambda: "s02: master at generation 1" in cluster.log("s02"), "s02 watches (generation 1 announced)"
     )
     write_tree(cluster.root("s02") / "srv", {"from": "s02, the new master"})
+    cluster.start("s01")  # back as a replica of s02
     wait_until(
         lambda: all(
             read_tree(cluster.root(n) / "srv") == {"from": "s02, the new master"} for n in ("s01", "s03")
@@ -61,3 +65,8 @@ def test_moving_the_record_moves_replication(cluster: Cluster) -> None:
         "s02 replicated to s01 and s03",
     )
     assert "master at generation" in cluster.log("s02")
+    # nothing s01 held is lost: what the new master's copy replaced or deleted was kept aside
+    kept = {
+        p.name: p.read_text() for p in (cluster.directory / "state/kept-aside/s01").rglob("*") if p.is_file()
+    }
+    assert kept == {"from": "s01, changed late", "late.txt": "never replicated"}

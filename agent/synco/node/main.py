@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
 
 from synco import __version__
-from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
+from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, OperationError, SyncoError
 from synco.loader import load
 from synco.model import Script
 from synco.node.node import CHANNEL_OPTIONS, Node
@@ -55,7 +57,9 @@ async def serve(script: Script, me: str) -> None:
     if node.credentials is None:
         log.warning("%s: insecure = true: agents talk in plaintext on loopback addresses", me)
 
-    peer_server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    hold_instance_lock(Path(script.agent.state_dir) / f"{me}.lock", me)
+    # grpc enables SO_REUSEPORT by default: a second agent could then share the port unnoticed
+    peer_server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
     peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), peer_server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, peer_server)
@@ -65,7 +69,9 @@ async def serve(script: Script, me: str) -> None:
         peer_server.add_secure_port(server.agent, node.credentials.server())
 
     control_path = control_socket_path(script, me)
-    control_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_directory(control_path.parent)
+    if control_path.is_symlink() or (control_path.exists() and not control_path.is_socket()):
+        raise ConfigError(f"{control_path} exists and is not a socket; refusing to replace it")
     control_path.unlink(missing_ok=True)
     control_server = grpc.aio.server(options=CHANNEL_OPTIONS)
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(node), control_server)
@@ -86,8 +92,11 @@ async def serve(script: Script, me: str) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
     await peer_server.start()
-    await control_server.start()
-    os.chmod(control_path, 0o600)
+    previous = os.umask(0o077)  # the socket is created private: only its owner (root) connects
+    try:
+        await control_server.start()
+    finally:
+        os.umask(previous)
     if server.metrics is not None:
         node.metrics.serve(server.metrics)
         log.info("%s: metrics on http://%s/metrics", me, server.metrics)
@@ -95,15 +104,50 @@ async def serve(script: Script, me: str) -> None:
     log.info("%s: serving peers on %s, control on %s", me, server.agent, control_path)
     sd_notify("READY=1")
     node.on_cycle = watchdog_pinger(time.monotonic)
+    not_serving = asyncio.ensure_future(_not_serving_on(stop, health_servicer))
     try:
         await node.run(stop)
     finally:
+        not_serving.cancel()
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         sd_notify("STOPPING=1")
         await peer_server.stop(grace=2)
         await control_server.stop(grace=1)
         control_path.unlink(missing_ok=True)
         log.info("%s: stopped", me)
+
+
+async def _not_serving_on(stop: asyncio.Event, health_servicer: HealthServicer) -> None:
+    """Tell health checkers at once when the agent starts stopping."""
+    await stop.wait()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def private_directory(path: Path) -> None:
+    """A directory only this user can write to (created if missing), or ConfigError."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{path} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise ConfigError(f"{path} belongs to uid {info.st_uid}, not to this agent's user")
+    if info.st_mode & 0o022:
+        os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)
+
+
+_instance_locks: list[int] = []  # held for the life of the process
+
+
+def hold_instance_lock(path: Path, me: str) -> None:
+    """One agent per server: a second one would share the port, state and files."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OperationError(f"another agent for {me} is running (lock {path})") from None
+    _instance_locks.append(fd)
 
 
 async def reload(node: Node, config: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from synco import replication
-from synco.errors import ConfigError, SyncoError
+from synco.errors import ConfigError
 from synco.model import AgentSettings, Role, Script, Server
 from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
@@ -80,6 +80,9 @@ class Node:
         self.wake = asyncio.Event()
         self.master_changed = asyncio.Event()
         self.on_cycle: Callable[[], None] = lambda: None  # e.g. the systemd watchdog ping
+        self.verdict_note = ""  # a background failure the verdict must mention
+        self.cancelling = False  # a cancel was sent to the pull in progress
+        self.background: set[asyncio.Future[None]] = set()
         self.channels: dict[str, grpc.aio.Channel] = {}
         self.credentials = None if self.settings.insecure else load_credentials(self.settings, me)
         self._refusals: dict[str, float] = {}
@@ -209,14 +212,17 @@ class Node:
             verdict = f"master at generation {self.state.generation}"
             if self.pull_task is not None:
                 verdict = f"now master: cancelling the pull from {self.pulling_from}"
-                self.pull_task.cancel()
+                self._cancel_pull()
         else:
             decision = replication.decide(self._view(), self.timing)
             verdict = decision.verdict
             if decision.action == replication.Action.PULL:
+                self.sync_requested = False
                 self._start_pull()
             elif decision.action == replication.Action.CANCEL and self.pull_task is not None:
-                self.pull_task.cancel()
+                self._cancel_pull()
+        if self.verdict_note:
+            verdict = f"{verdict} ({self.verdict_note})"
         self._update_metrics()
         if verdict != self.verdict:
             log.info("%s: %s", self.me.name, verdict)
@@ -256,7 +262,6 @@ class Node:
                 metrics.heartbeat_age.labels(peer=name).set(round(now - view.received_at, 3))
 
     def _view(self) -> replication.ReplicaView:
-        requested, self.sync_requested = self.sync_requested, False
         return replication.ReplicaView(
             now=self.clock(),
             master=self.master,
@@ -268,23 +273,45 @@ class Node:
             last_pull_at=self.last_pull_at,
             last_pull_ok=self.last_pull.ok if self.last_pull else True,
             paused=self.paused,
-            sync_requested=requested,
+            sync_requested=self.sync_requested,
         )
+
+    def _cancel_pull(self) -> None:
+        """Cancel the pull in progress once; its clean-up (SIGTERM, then SIGKILL) must run undisturbed."""
+        if self.pull_task is not None and not self.cancelling:
+            self.cancelling = True
+            self.pull_task.cancel()
 
     def _start_pull(self) -> None:
         assert self.master is not None
         master = self.script.server(self.master)
         self.pulling_from = master.name
-        self.pull_task = asyncio.create_task(pull(self.script, master, self.me, self.master_generation))
+        keep_aside = None
+        if self.state.pulled_master != master.name:  # a new master, or this node was master itself
+            stamp = time.strftime("%Y.%m.%d-%H.%M.%S", time.gmtime())
+            keep_aside = str(Path(self.settings.state_dir) / "kept-aside" / self.me.name / stamp)
+            log.warning(
+                "%s: first pull from new master %s: files it would overwrite or delete go to %s",
+                self.me.name,
+                master.name,
+                keep_aside,
+            )
+        self.pull_task = asyncio.create_task(
+            pull(self.script, master, self.me, self.master_generation, keep_aside)
+        )
         self.pull_task.add_done_callback(lambda _: self.wake.set())
 
     def _finish_pull(self, task: asyncio.Task[PullResult]) -> None:
-        source, self.pulling_from, self.pull_task = self.pulling_from, None, None
+        source, self.pulling_from, self.pull_task, self.cancelling = self.pulling_from, None, None, False
         self.last_pull_at, self.last_pull_unix = self.clock(), time.time()
         if task.cancelled():
-            self.last_pull = PullResult(False, f"cancelled (pull from {source})", 0.0, 0)
-            return
-        result = task.result()
+            log.info("%s: pull from %s cancelled", self.me.name, source)
+            return  # neither a success nor a failure: no retry delay, health unchanged
+        error = task.exception()
+        if error is not None:  # a bug or a missing program must not take the agent down
+            result = PullResult(False, f"{type(error).__name__}: {error}", 0.0, 0)
+        else:
+            result = task.result()
         self.last_pull = result
         self.metrics.pull_seconds.observe(result.seconds)
         if not result.ok:
@@ -350,10 +377,20 @@ class Node:
         except grpc.aio.AioRpcError as error:
             self.peers[server.name].error = f"{error.code().name}: {error.details()}"
             return
-        if reply.accepted:
-            self.record_peer(reply.self)
-        else:
+        if not reply.accepted:
             self.peers[server.name].error = f"refused our heartbeat: {reply.reason}"
+            log.warning("%s: %s refused our heartbeat: %s", self.me.name, server.name, reply.reason)
+            return
+        problem = (
+            self.accept(reply.self)
+            if reply.self.node == server.name
+            else f"it answered as {reply.self.node!r}"
+        )
+        if problem is not None:
+            self.peers[server.name].error = f"bad heartbeat reply: {problem}"
+            log.warning("%s: bad heartbeat reply from %s: %s", self.me.name, server.name, problem)
+            return
+        self.record_peer(reply.self)
 
     async def _track_master(self, stop: asyncio.Event) -> None:
         """A master given as a DNS name is looked up again every `master_poll` seconds."""
@@ -363,7 +400,7 @@ class Node:
             try:
                 decision, _ = await asyncio.to_thread(resolve, self.script, self.me.name)
                 self.set_master(decision.server, decision.reason)
-            except SyncoError as error:
+            except Exception as error:  # DNS and resolver errors of every kind: keep the last master
                 log.warning("%s: cannot tell who is master: %s", self.me.name, error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.master_poll)
@@ -379,6 +416,13 @@ class Node:
         self.last_change_at = None
         self.master_changed.set()
         self.wake.set()
+        notify = asyncio.ensure_future(self._notify_changed())
+        self.background.add(notify)
+        notify.add_done_callback(self.background.discard)
+
+    async def _notify_changed(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
 
     async def _roles(self, stop: asyncio.Event) -> None:
         """Do the current role's work (watch as master, follow as replica) until the master changes."""
@@ -393,10 +437,24 @@ class Node:
                 log.debug("%s: following %s", self.me.name, self.master)
                 work = asyncio.create_task(self._follow(stop))
             waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self.master_changed.wait())]
-            await asyncio.wait([work, *waits], return_when=asyncio.FIRST_COMPLETED)
-            for task in [work, *waits]:
-                task.cancel()
-            await asyncio.gather(work, *waits, return_exceptions=True)
+            try:
+                await asyncio.wait([work, *waits], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in [work, *waits]:
+                    task.cancel()
+                await asyncio.gather(work, *waits, return_exceptions=True)
+            if (
+                work.done()
+                and not work.cancelled()
+                and not stop.is_set()
+                and not self.master_changed.is_set()
+            ):
+                error = work.exception()
+                what = f"{type(error).__name__}: {error}" if error else "ended"
+                self.verdict_note = f"role work {what}; restarting it"
+                log.error("%s: %s", self.me.name, self.verdict_note)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
 
     async def _idle(self) -> None:
         await asyncio.Event().wait()
@@ -415,13 +473,25 @@ class Node:
         """As replica: follow the master's stream of generations (reconnecting as needed)."""
         while not stop.is_set() and self.master is not None:
             stub = peer_pb2_grpc.PeerStub(self.channel(self.script.server(self.master)))
-            request = peer_pb2.WatchRequest(node=self.me.name, since_generation=self.state.pulled_generation)
+            # Generations count per master: only a pull from this master says where we are.
+            since = self.state.pulled_generation if self.state.pulled_master == self.master else 0
+            request = peer_pb2.WatchRequest(node=self.me.name, since_generation=since)
             try:
                 async for change in stub.WatchChanges(request, timeout=3600):
+                    if change.master != self.master:
+                        break  # the master changed meanwhile: _roles restarts us
                     self.master_generation = change.generation
                     self.last_change_at = self.clock()
                     self.wake.set()
             except grpc.aio.AioRpcError as error:
-                log.debug("%s: change stream from %s: %s", self.me.name, self.master, error.code().name)
+                level = logging.DEBUG if error.code() == grpc.StatusCode.UNAVAILABLE else logging.WARNING
+                log.log(
+                    level,
+                    "%s: change stream from %s: %s %s",
+                    self.me.name,
+                    self.master,
+                    error.code().name,
+                    error.details(),
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import posixpath
 import signal
 import time
 from dataclasses import dataclass, replace
 
 from synco.commands import RSYNC_ENVIRONMENT, remote_argv
 from synco.model import Direction, Script, Server
+from synco.paths import normalize_relative
 from synco.resolution import CurrentDecision, is_local
 from synco.rsync import Verdict, classify, describe_exit
 from synco.rsync_probe import local_features
@@ -25,13 +27,24 @@ class PullResult:
     generation: int  # the master generation the pull started at
 
 
-async def pull(script: Script, master: Server, me: Server, generation: int) -> PullResult:
-    """Make `me`'s copy of every directory equal to `master`'s (rsync runs here, pulling)."""
+async def pull(
+    script: Script, master: Server, me: Server, generation: int, keep_aside: str | None = None
+) -> PullResult:
+    """Make `me`'s copy of every directory equal to `master`'s (rsync runs here, pulling).
+
+    With `keep_aside` (the first pull from a new master), every file the pull would
+    overwrite or delete is moved under `keep_aside/<directory>/` instead (rsync --backup-dir).
+    """
     started = time.monotonic()
     pulling = replace(script, method=replace(script.method, name="rsync", direction=Direction.PULL))
     current = CurrentDecision(me.name, "the agent's own server")
     features = local_features()
     for directory in pulling.directories:
+        if keep_aside is not None:
+            aside = posixpath.join(keep_aside, normalize_relative(directory.path))
+            directory = replace(
+                directory, arguments=(*directory.arguments, "--backup", f"--backup-dir={aside}")
+            )
         transfer = plan_transfer(
             pulling,
             master,
@@ -67,13 +80,21 @@ async def _run(argv: list[str]) -> tuple[int, str]:
     try:
         _, stderr = await process.communicate()
     except asyncio.CancelledError:
+        # Stop rsync and its children, and wait for them even if cancelled again meanwhile:
+        # the next pull must not start while this one still writes.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), timeout=5)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+        deadline = time.monotonic() + 5
+        while process.returncode is None:
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(process.wait()), timeout=max(0.0, deadline - time.monotonic())
+                )
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 60
+            except asyncio.CancelledError:
+                continue
         raise
     return process.returncode or 0, stderr.decode(errors="replace")

@@ -44,20 +44,26 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{request.node!r} is not a peer")
         if not self.node.is_master:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.node.me.name} is not the master")
-        # since_generation 0: the current generation at once; otherwise only newer ones
-        sent = request.since_generation if request.since_generation else -1
+        # since_generation 0, or one this master never reached (it is another master's count, or
+        # this master lost its state): the current generation at once; otherwise only newer ones
+        since = request.since_generation
+        sent = -1 if since == 0 or since > self.node.state.generation else since
         while True:
-            generation = self.node.state.generation
-            if generation > sent:
-                sent = generation
-                yield peer_pb2.Change(
-                    generation=generation,
-                    epoch=self.node.state.epoch,
-                    changed_unix_ms=int(time.time() * 1000),
-                    master=self.node.me.name,
-                )
             async with self.node.changed:
-                await self.node.changed.wait()
+                await self.node.changed.wait_for(
+                    lambda sent=sent: self.node.state.generation > sent or not self.node.is_master  # type: ignore[misc]
+                )
+            if not self.node.is_master:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION, f"{self.node.me.name} is no longer the master"
+                )
+            sent = self.node.state.generation
+            yield peer_pb2.Change(
+                generation=sent,
+                epoch=self.node.state.epoch,
+                changed_unix_ms=int(time.time() * 1000),
+                master=self.node.me.name,
+            )
 
     async def Status(
         self,
