@@ -361,14 +361,22 @@ class Node:
         return None
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            # One call per pair of nodes and interval: the reply carries the other side's
-            # heartbeat, so the node whose name sorts first calls and both learn.
-            await asyncio.gather(
-                *(self._beat(self.script.server(name)) for name in self.peers if name > self.me.name)
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_interval)
+        """Every interval, a heartbeat to each peer, independently: a peer that does not answer
+        delays nobody else's (its call is left to its own deadline, and not repeated meanwhile)."""
+        pending: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not stop.is_set():
+                # One call per pair of nodes and interval: the reply carries the other side's
+                # heartbeat, so the node whose name sorts first calls and both learn.
+                for name in self.peers:
+                    if name > self.me.name and (name not in pending or pending[name].done()):
+                        pending[name] = asyncio.create_task(self._beat(self.script.server(name)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.settings.heartbeat_interval)
+        finally:
+            for task in pending.values():
+                task.cancel()
+            await asyncio.gather(*pending.values(), return_exceptions=True)
 
     async def _beat(self, server: Server) -> None:
         stub = peer_pb2_grpc.PeerStub(self.channel(server))
@@ -376,6 +384,12 @@ class Node:
             reply = await stub.SendHeartbeat(self.heartbeat(), timeout=self.settings.heartbeat_interval * 2)
         except grpc.aio.AioRpcError as error:
             self.peers[server.name].error = f"{error.code().name}: {error.details()}"
+            return
+        except Exception as error:  # never let one bad exchange stop the heartbeats
+            self.peers[server.name].error = f"{type(error).__name__}: {error}"
+            log.error(
+                "%s: heartbeat to %s failed: %s", self.me.name, server.name, self.peers[server.name].error
+            )
             return
         if not reply.accepted:
             self.peers[server.name].error = f"refused our heartbeat: {reply.reason}"
