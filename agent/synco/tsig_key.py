@@ -35,7 +35,7 @@ def load_key(path: str | Path) -> dns.tsig.Key:
         )
     if info.st_uid not in (os.geteuid(), 0):
         raise ConfigError(f"TSIG key file {path} belongs to another user (uid {info.st_uid})")
-    text = re.sub(r"(#|//)[^\n]*", "", text)
+    text = re.sub(r"(?m)^\s*(#|//).*$", "", text)  # whole-line comments; a secret may contain "//"
     match = KEY.search(text)
     if not match:
         raise ConfigError(f'{path}: no key "NAME" {{ algorithm ...; secret "..."; }}; found')

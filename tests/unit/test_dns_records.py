@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from synco.config import parse_script
@@ -72,3 +74,13 @@ def test_good_dns_section() -> None:
     script, problems = parse_script(BASE + 'zone = "example.com"\nservers = ["192.0.2.53", "[::1]:5353"]\n')
     assert problems == [] and script is not None and script.dns is not None
     assert script.dns.mode == "cname" and script.dns.ttl == 30
+
+
+def test_key_file_with_slashes_in_the_secret(tmp_path: Path) -> None:
+    """base64 secrets may contain "//": it must not be taken for a comment."""
+    from synco.tsig_key import load_key
+
+    path = tmp_path / "k.key"
+    path.write_text('# made by hand\nkey "k" {\n\talgorithm hmac-sha256;\n\tsecret "ab//cd+/ef==";\n};\n')
+    path.chmod(0o600)
+    assert load_key(path).secret == __import__("base64").b64decode("ab//cd+/ef==")
