@@ -147,3 +147,17 @@ def test_bad_rpcs_are_rejected_and_the_agent_keeps_serving(cluster: Cluster) -> 
     write_tree(cluster.root("s01") / "srv", {"after": "bad rpcs"})
     wait_until(lambda: (cluster.root("s02") / "srv/after").exists(), "still replicating")
     shutil.rmtree(cluster.root("s01") / "srv" / "nothing", ignore_errors=True)
+
+
+def test_a_replaced_directory_is_watched_again(cluster: Cluster) -> None:
+    """An atomic deploy (`mv srv srv.old && mkdir srv`) must not blind the master's watcher."""
+    srv = cluster.root("s01") / "srv"
+    write_tree(srv, {"v1": "old release"})
+    wait_until(lambda: (cluster.root("s02") / "srv/v1").exists(), "first release")
+    srv.rename(cluster.root("s01") / "srv.old")
+    srv.mkdir()
+    wait_until(lambda: "watching again" in cluster.log("s01"), "the master watches the new directory")
+    write_tree(srv, {"v2": "new release"})
+    wait_until(
+        lambda: read_tree(cluster.root("s03") / "srv") == {"v2": "new release"}, "new release replicated"
+    )

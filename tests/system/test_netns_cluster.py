@@ -116,3 +116,17 @@ def test_replicas_follow_the_master_across_hosts(hosts: Hosts) -> None:
     assert "Accepted publickey for root from 10.213.7.2" in sshd_log  # s02 pulled over the network
     assert "Accepted publickey for root from 10.213.7.3" in sshd_log
     wait_until(lambda: "in sync with s01" in hosts.log("s02"), "s02 in sync")
+
+
+def test_a_burst_of_ten_thousand_files_across_hosts(hosts: Hosts) -> None:
+    srv = hosts.root("s01") / "srv"
+    for index in range(10_000):
+        path = srv / f"d{index % 100:02d}" / f"f{index:05d}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(str(index))
+
+    def complete() -> bool:
+        return all(sum(1 for _ in (hosts.root(n) / "srv").rglob("f*")) == 10_000 for n in ("s02", "s03"))
+
+    wait_until(complete, "10k files on both replicas over ssh", timeout=180)
+    assert read_tree(hosts.root("s02") / "srv") == read_tree(srv)

@@ -79,6 +79,7 @@ class Node:
         self.verdict = "starting"
         self.wake = asyncio.Event()
         self.master_changed = asyncio.Event()
+        self.rewatch = asyncio.Event()  # a watched directory appeared: start the watch again
         self.on_cycle: Callable[[], None] = lambda: None  # e.g. the systemd watchdog ping
         self.verdict_note = ""  # a background failure the verdict must mention
         self.cancelling = False  # a cancel was sent to the pull in progress
@@ -450,7 +451,12 @@ class Node:
             else:
                 log.debug("%s: following %s", self.me.name, self.master)
                 work = asyncio.create_task(self._follow(stop))
-            waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self.master_changed.wait())]
+            self.rewatch.clear()
+            waits = [
+                asyncio.create_task(stop.wait()),
+                asyncio.create_task(self.master_changed.wait()),
+                asyncio.create_task(self.rewatch.wait()),
+            ]
             try:
                 await asyncio.wait([work, *waits], return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -464,6 +470,8 @@ class Node:
                 and not self.master_changed.is_set()
             ):
                 error = work.exception()
+                if error is None and self.is_master:
+                    continue  # the watch ended on purpose (a directory appeared or was replaced)
                 what = f"{type(error).__name__}: {error}" if error else "ended"
                 self.verdict_note = f"role work {what}; restarting it"
                 log.error("%s: %s", self.me.name, self.verdict_note)
@@ -474,14 +482,35 @@ class Node:
         await asyncio.Event().wait()
 
     async def _watch(self) -> None:
-        """As master: turn file changes under the directories into generations."""
+        """As master: turn file changes under the directories into generations.
+
+        Returns (and is started again) when a watched directory appears or is replaced, as in
+        `mv srv srv.old && mkdir srv`: inotify would otherwise keep watching the old one.
+        """
         paths = [Path(self.me.root) / normalize_relative(d.path) for d in self.script.directories]
+        missing = [p for p in paths if not p.is_dir()]
         never = asyncio.Event()
-        async for batch in generations(paths, self.state.generation, never, announce_ready=True):
-            self.state = replace(self.state, generation=batch.generation)
-            save_state(self.state_path, self.state)
-            async with self.changed:
-                self.changed.notify_all()
+        appearing = asyncio.ensure_future(self._appearing(missing)) if missing else None
+        try:
+            async for batch in generations(paths, self.state.generation, never, announce_ready=True):
+                self.state = replace(self.state, generation=batch.generation)
+                save_state(self.state_path, self.state)
+                async with self.changed:
+                    self.changed.notify_all()
+                if batch.lost_root:
+                    log.info("%s: a watched directory was replaced: watching again", self.me.name)
+                    return
+            if appearing is not None:
+                await appearing  # nothing to watch yet: wait for a directory to appear
+        finally:
+            if appearing is not None:
+                appearing.cancel()
+
+    async def _appearing(self, paths: list[Path]) -> None:
+        while not any(p.is_dir() for p in paths):
+            await asyncio.sleep(2.0)
+        log.info("%s: a watched directory appeared: watching again", self.me.name)
+        self.rewatch.set()
 
     async def _follow(self, stop: asyncio.Event) -> None:
         """As replica: follow the master's stream of generations (reconnecting as needed)."""

@@ -18,6 +18,7 @@ import watchfiles
 class Batch:
     generation: int
     changes: int  # how many file events the batch held
+    lost_root: bool = False  # a watched directory itself was deleted or moved away
 
 
 async def generations(
@@ -51,4 +52,5 @@ async def generations(
             continue  # the watcher's periodic wake-up
         ready = True
         generation += 1
-        yield Batch(generation, len(changes))
+        lost = any(kind == watchfiles.Change.deleted and path in existing for kind, path in changes)
+        yield Batch(generation, len(changes), lost)
