@@ -80,6 +80,9 @@ def test_status_shows_the_cluster(cluster: Cluster) -> None:
     assert lines[0].split()[:4] == ["node", "role", "master?", "epoch"]
     assert any(line.startswith("s01") and "master" in line and "yes" in line for line in lines)
     assert "s02: in sync with s01" in table.stdout
+    # peers report their own last pull and lag, not just their heartbeat
+    s03_row = next(line for line in lines if line.startswith("s03"))
+    assert "ago" in s03_row and "/ 0.0s" in s03_row, s03_row
     metrics_address = (
         cluster.config.read_text().split("[servers.s02]")[1].split('metrics = "')[1].split('"')[0]
     )

@@ -87,18 +87,31 @@ class ControlService(control_pb2_grpc.ControlServicer):
     ) -> control_pb2.ClusterStatus:
         peers = []
         now_ms = int(time.time() * 1000)
-        for name, view in self.node.peers.items():
+        names = list(self.node.peers)
+        details = await asyncio.gather(*(self._peer_status(name) for name in names))
+        for name, detail in zip(names, details, strict=True):
+            view = self.node.peers[name]
             age = None if view.received_at is None else self.node.clock() - view.received_at
+            if detail is None and view.heartbeat is not None:
+                detail = peer_pb2.NodeStatus(heartbeat=view.heartbeat)  # what its heartbeats said
             peers.append(
                 control_pb2.PeerView(
                     node=name,
-                    status=peer_pb2.NodeStatus(heartbeat=view.heartbeat) if view.heartbeat else None,
+                    status=detail,
                     last_heartbeat_unix_ms=0 if age is None else now_ms - int(age * 1000),
                     reachable=age is not None and age < 3 * self.node.settings.heartbeat_interval,
                     error=view.error,
                 )
             )
         return control_pb2.ClusterStatus(local=self.node.status(), peers=peers)
+
+    async def _peer_status(self, name: str) -> peer_pb2.NodeStatus | None:
+        """The peer's own status (last pull, lag), asked with a short deadline; None if it does not answer."""
+        stub = peer_pb2_grpc.PeerStub(self.node.channel(self.node.script.server(name)))
+        try:
+            return await stub.Status(peer_pb2.NodeStatusRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return None
 
     async def SyncNow(
         self,
