@@ -16,8 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from synco import __version__
 from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
-from synco.loader import load
-from synco.resolver import resolve
+from synco.node.cluster import control_socket_path, load_cluster
 from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2
 
 ROLES = {peer_pb2.ROLE_MASTER: "master", peer_pb2.ROLE_REPLICA: "replica", peer_pb2.ROLE_BACKUP: "backup"}
@@ -29,13 +28,8 @@ def socket_path(arguments: argparse.Namespace) -> str:
         return str(arguments.socket)
     if not arguments.config:
         raise ConfigError("give --config SCRIPT (and --as NAME) or --socket PATH")
-    script = load(arguments.config)
-    if script.agent is None:
-        raise ConfigError(f"{arguments.config}: no [agent] section")
-    _, current = resolve(script, arguments.as_server)
-    if current.server is None:
-        raise ConfigError("no server of the script is this machine; pass --as NAME")
-    return script.agent.path(script.agent.control_socket, current.server)
+    script, me = load_cluster(arguments.config, arguments.as_server)
+    return str(control_socket_path(script, me))
 
 
 def table(status: control_pb2.ClusterStatus) -> str:

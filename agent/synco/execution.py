@@ -214,12 +214,7 @@ class Execution:
                 except SyncoError as failure:
                     error = str(failure)
                     break
-                argv = (
-                    list(transfer.argv)
-                    if transfer.local
-                    else commands.remote_argv(transfer.runs_on, transfer.argv)
-                )
-                completed = shell.run(argv)
+                completed = shell.run(transfer.command())
                 if classify(completed.returncode) == Verdict.ERROR:
                     error = f"{directory.path}: rsync exit {completed.returncode}: {completed.last_lines(3)}"
                     break
@@ -329,9 +324,7 @@ class Execution:
         )
         where = "here" if transfer.local else f"on {transfer.runs_on.name}"
         self.log(f"copy {transfer.describe()} (rsync {where})")
-        argv = (
-            list(transfer.argv) if transfer.local else commands.remote_argv(transfer.runs_on, transfer.argv)
-        )
+        argv = transfer.command()
         completed = shell.run(argv, echo=self.progress)
         verdict = classify(completed.returncode)
         if self.dry_run:

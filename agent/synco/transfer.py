@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from synco.commands import rsync_location, ssh_argv
+from synco.commands import remote_argv, rsync_location, ssh_argv
 from synco.errors import ConfigError
 from synco.model import Direction, Directory, Script, Server
 from synco.overlap import overlapping
@@ -29,6 +29,10 @@ class Transfer:
 
     def describe(self) -> str:
         return f"{self.directory}: {self.master.name} -> {self.target.name}"
+
+    def command(self) -> list[str]:
+        """The argv to run here: rsync itself, or rsync through ssh on `runs_on`."""
+        return list(self.argv) if self.local else remote_argv(self.runs_on, self.argv)
 
 
 def path_in(server: Server, relative: str, into: str | None = None) -> str:

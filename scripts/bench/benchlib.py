@@ -71,6 +71,12 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile: `fraction` 0.99 gives p99."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
 def emit(figure: str, result: dict[str, object]) -> None:
     record = {
         "figure": figure,

@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import REPO, emit
+from benchlib import REPO, emit, percentile
 
 sys.path.insert(0, str(REPO))
 
@@ -19,11 +19,6 @@ from synco.dns_client import Authority
 from synco.dns_records import plan_change
 from synco.model import DnsSettings
 from synco.tsig_key import load_key
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -14,18 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import REPO, emit
+from benchlib import REPO, emit, percentile
 
 sys.path.insert(0, str(REPO))
 
 from tests.support.agents import make_cluster, wait_until
 
 LSYNCD_DEFAULT_DELAY = 15.0
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def main() -> None:

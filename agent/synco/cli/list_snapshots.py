@@ -63,7 +63,8 @@ def command(root: Path, arguments: argparse.Namespace) -> int:
     latest = snapshots.latest_name()
     now = datetime.now(UTC)
     rows = []
-    for snapshot in reversed(snapshots.snapshots()):
+    newest_first = list(reversed(snapshots.snapshots()))
+    for snapshot in newest_first:
         meta = snapshots.metadata(snapshot.name) or {}
         row: dict[str, object] = {
             "name": snapshot.name,
@@ -84,7 +85,7 @@ def command(root: Path, arguments: argparse.Namespace) -> int:
         return EXIT_OK
     if not rows:
         print(f"{root}: no snapshots")
-    for snapshot, row in zip(reversed(snapshots.snapshots()), rows, strict=True):
+    for snapshot, row in zip(newest_first, rows, strict=True):
         marks = " <- latest" if snapshot.name == latest else ""
         size = ""
         if "bytes" in row:

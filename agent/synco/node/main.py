@@ -23,9 +23,9 @@ from synco import __version__
 from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, OperationError, SyncoError
 from synco.loader import load
 from synco.model import Script
+from synco.node.cluster import control_socket_path, load_cluster
 from synco.node.node import CHANNEL_OPTIONS, Node
 from synco.node.services import ControlService, PeerService
-from synco.resolver import resolve
 from synco.v1 import control_pb2_grpc, peer_pb2_grpc
 
 log = logging.getLogger("synco.agent")
@@ -43,11 +43,6 @@ def sd_notify(message: str) -> None:
             sock.sendto(message.encode(), address)
         except OSError as error:
             log.warning("cannot notify systemd: %s", error)
-
-
-def control_socket_path(script: Script, me: str) -> Path:
-    assert script.agent is not None
-    return Path(script.agent.path(script.agent.control_socket, me))
 
 
 async def serve(script: Script, me: str) -> None:
@@ -190,16 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("grpc").setLevel(logging.WARNING)
     try:
-        script = load(arguments.config)
-        if script.agent is None:
-            raise ConfigError(f"{arguments.config}: no [agent] section")
-        _, current = resolve(script, arguments.as_server)
-        if current.server is None:
-            raise ConfigError("no server of the script is this machine; pass --as NAME")
+        script, me = load_cluster(arguments.config, arguments.as_server)
         if arguments.check:
-            print(f"{arguments.config}: ok for {current.server}")
+            print(f"{arguments.config}: ok for {me}")
             return EXIT_OK
-        asyncio.run(serve(script, current.server))
+        asyncio.run(serve(script, me))
     except SyncoError as error:
         log.error("%s", error)
         return error.exit_code

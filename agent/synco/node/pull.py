@@ -10,7 +10,7 @@ import signal
 import time
 from dataclasses import dataclass, replace
 
-from synco.commands import RSYNC_ENVIRONMENT, remote_argv
+from synco.commands import RSYNC_ENVIRONMENT
 from synco.model import Direction, Script, Server
 from synco.paths import normalize_relative
 from synco.resolution import CurrentDecision, is_local
@@ -53,8 +53,7 @@ async def pull(
             is_local=lambda s: is_local(s, current, pulling),
             features=features,
         )
-        argv = list(transfer.argv) if transfer.local else remote_argv(transfer.runs_on, transfer.argv)
-        code, output = await _run(argv)
+        code, output = await _run(transfer.command())
         if classify(code) == Verdict.ERROR:
             lines = output.strip().splitlines()[-3:]
             message = f"{transfer.directory}: rsync exit {code} ({describe_exit(code)})"
