@@ -82,7 +82,13 @@ def plan_transfer(
                 f"copying {path!r} from {master.name} to {target.name} would overlap on one host: "
                 f"{clash[0]} and {clash[1]}"
             )
-    argv = ["rsync", *method.arguments, *directory.arguments, *features.safety_arguments()]
+    argv = [
+        "rsync",
+        *features.comparison_arguments(),
+        *method.arguments,
+        *directory.arguments,
+        *features.safety_arguments(),
+    ]
     into: str | None = None
     if method.snapshots:
         into = LATEST if verify else IN_PROGRESS

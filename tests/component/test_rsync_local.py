@@ -253,3 +253,26 @@ def test_stopping_synco_stops_rsync(tmp_path: Path, how: str) -> None:
         assert process.returncode == 143
         assert "terminated" in stderr
     assert synco("run", "--dry-run", str(script)).returncode == 0
+
+
+def test_a_same_size_rewrite_within_the_second_is_copied(tmp_path: Path) -> None:
+    """rsync's default quick check compares whole seconds: a file rewritten with the same size
+    in the second it was copied would stay stale on the target (a replica pulling right after
+    a change). Synco compares nanoseconds."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(a), "s02": root(b)},
+        directories=[{"path": "d"}],
+    )
+    for _ in range(5):  # the two copies must fall within one second of the file's mtime
+        write_tree(a, {"d/f": "v1"})
+        assert synco("run", str(script)).returncode == 0
+        (a / "d/f").write_text("v2")
+        same_second = int((a / "d/f").stat().st_mtime) == int((b / "d/f").stat().st_mtime)
+        assert synco("run", str(script)).returncode == 0
+        assert (b / "d/f").read_text() == "v2"
+        if same_second:
+            return
+    pytest.fail("could not rewrite the file within the second it was copied")
