@@ -6,8 +6,10 @@ import difflib
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from synco.errors import ConfigError
 from synco.model import (
@@ -15,6 +17,7 @@ from synco.model import (
     DNS_MODES,
     SNAPSHOT_BACKENDS,
     AgentSettings,
+    BackupSettings,
     CommandHandler,
     Direction,
     Directory,
@@ -29,10 +32,32 @@ from synco.model import (
     Side,
 )
 from synco.problems import Problem
+from synco.retention import PERIODS, Policy, parse_duration
 from synco.toml_lines import key_lines, line_of
 from synco.validation import validate
 
-TOP_KEYS = ("master", "description", "method", "servers", "directories", "events", "dns", "agent")
+TOP_KEYS = (
+    "master",
+    "description",
+    "method",
+    "servers",
+    "directories",
+    "events",
+    "dns",
+    "agent",
+    "backup",
+)
+BACKUP_KEYS = (
+    "interval",
+    "backend",
+    "verify",
+    "prune",
+    *PERIODS,
+    "keep",
+    "keep_last",
+    "keep_within",
+    "timezone",
+)
 AGENT_KEYS = tuple(f.name for f in fields(AgentSettings))
 DNS_KEYS = ("zone", "servers", "key_file", "mode", "ttl", "timeout", "propagation_timeout")
 METHOD_KEYS = ("name", "direction", "arguments", "events", "publish", "verify", "snapshot_backend")
@@ -118,6 +143,22 @@ class _Reader:
             return default
         return value
 
+    def duration(self, key: str, table: dict[str, Any], name: str) -> timedelta | None:
+        """Seconds as a number, or a duration such as "90m", "1h" or "1d12h"."""
+        value = table.get(name)
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ValueError as error:
+                self.problem(_join(key, name), str(error))
+                return None
+        self.problem(_join(key, name), f'must be seconds or a duration like "1h", not {_kind(value)}')
+        return None
+
     def table(self, key: str, table: dict[str, Any], name: str) -> dict[str, Any] | None:
         value = table.get(name)
         if value is None:
@@ -201,12 +242,14 @@ def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> 
     events = _build_events(reader, "events", data)
     dns_table = reader.table("", data, "dns")
     agent_table = reader.table("", data, "agent")
+    backup_table = reader.table("", data, "backup")
     return Script(
         servers=tuple(servers),
         directories=tuple(directories),
         master=master or "",
         dns=None if dns_table is None else _build_dns(reader, dns_table),
         agent=None if agent_table is None else _build_agent(reader, agent_table),
+        backup=BackupSettings() if backup_table is None else _build_backup(reader, backup_table),
         method=method,
         events=events,
         source=source,
@@ -240,6 +283,37 @@ def _build_agent(reader: _Reader, table: dict[str, Any]) -> AgentSettings:
         else:
             values[field_.name] = reader.string("agent", table, field_.name) or default
     return AgentSettings(**values)
+
+
+def _build_backup(reader: _Reader, table: dict[str, Any]) -> BackupSettings:
+    reader.keys("backup", table, BACKUP_KEYS)
+    interval = reader.duration("backup", table, "interval")
+    counts = {}
+    for period in PERIODS:
+        count = reader.integer("backup", table, period)
+        if count is not None:
+            counts[period] = count
+    zone_name = reader.string("backup", table, "timezone")
+    timezone: Any = UTC
+    if zone_name is not None:
+        try:
+            timezone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            reader.problem("backup.timezone", f"unknown time zone {zone_name!r}")
+    policy = Policy(
+        counts=counts,
+        keep=reader.choice("backup", table, "keep", ("old", "new")) or "old",
+        keep_last=reader.integer("backup", table, "keep_last"),
+        keep_within=reader.duration("backup", table, "keep_within"),
+        timezone=timezone,
+    )
+    return BackupSettings(
+        interval=3600.0 if interval is None else interval.total_seconds(),
+        backend=reader.choice("backup", table, "backend", SNAPSHOT_BACKENDS) or "hardlink",
+        verify=reader.boolean("backup", table, "verify", False),
+        prune=reader.boolean("backup", table, "prune", True),
+        policy=policy,
+    )
 
 
 def _build_method(reader: _Reader, table: dict[str, Any]) -> Method:

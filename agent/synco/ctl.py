@@ -46,6 +46,8 @@ def table(status: control_pb2.ClusterStatus) -> str:
         if node.last_pull_unix_ms:
             ago = time.time() - node.last_pull_unix_ms / 1000
             pull = f"{'ok' if node.last_pull_ok else 'FAILED'} {ago:.0f}s ago"
+        if node.latest_snapshot:  # a backup server: its newest snapshot
+            pull = f"{pull}, snapshot {node.latest_snapshot}".lstrip(", ")
         rows.append(
             (
                 beat.node,
@@ -90,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser("status", help="the cluster as this agent sees it")
     status.add_argument("--json", action="store_true")
     for name, text in (
-        ("sync-now", "pull from the master now"),
-        ("pause", "stop pulling"),
+        ("sync-now", "pull from the master now (a backup server: take a snapshot now)"),
+        ("pause", "stop pulling (and taking snapshots)"),
         ("resume", "pull again"),
     ):
         commands.add_parser(name, help=text)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from synco.retention import Policy
+
 if TYPE_CHECKING:
     from synco.events import Scope
 
@@ -215,6 +217,19 @@ class AgentSettings:
         return template.replace("{server}", server)
 
 
+@dataclass(frozen=True)
+class BackupSettings:
+    """What the agent of a server with `role = "backup"` keeps: a snapshot of the master's
+    directories every `interval` seconds, pruned by `policy` (the `synco prune` rules;
+    no rule given means the default policy). The script's [backup] table."""
+
+    interval: float = 3600.0
+    backend: str = "hardlink"  # "hardlink" (--link-dest) or "btrfs"
+    verify: bool = False  # record a checksum manifest in every snapshot
+    prune: bool = True  # erase what the policy does not keep after each snapshot
+    policy: Policy = field(default_factory=Policy)
+
+
 DNS_MODES = ("cname", "address")
 
 
@@ -247,6 +262,7 @@ class Script:
     source: str | None = None  # the file it came from, if any
     dns: DnsSettings | None = None
     agent: AgentSettings | None = None
+    backup: BackupSettings = field(default_factory=BackupSettings)
 
     def __post_init__(self) -> None:
         _coerce(

@@ -15,7 +15,8 @@ class Action(StrEnum):
     IDLE = "idle"  # nothing to do
     WAIT = "wait"  # something will be due: a pull is running, or a change is being debounced
     PULL = "pull"  # start a pull from the master now
-    CANCEL = "cancel"  # stop the pull in progress
+    CANCEL = "cancel"  # stop the pull (or the snapshot) in progress
+    SNAPSHOT = "snapshot"  # a backup server: take a snapshot of the master now
 
 
 @dataclass(frozen=True)

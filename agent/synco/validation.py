@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from synco.model import (
     METHOD_NAMES,
     SNAPSHOT_BACKENDS,
+    BackupSettings,
     CommandHandler,
     Directory,
     Event,
     Events,
     Method,
+    Role,
     Script,
     Server,
     Side,
@@ -92,6 +94,7 @@ def _script_problems(script: Script) -> Iterator[Problem]:
         yield from _dns_problems(script)
     if script.agent is not None:
         yield from _agent_problems(script)
+    yield from _backup_problems(script)
     yield from _events_problems("events", script.events, SCRIPT_SIDES)
 
 
@@ -120,7 +123,10 @@ def _overlap_problems(script: Script) -> Iterator[Problem]:
                 except ValueError:
                     continue
                 for source, target in ((a, b), (b, a)):
-                    clash = overlapping(source, target, path, script.method.snapshots)
+                    if source.role == Role.BACKUP:
+                        continue  # never a master: never a source
+                    snapshots = script.method.snapshots or target.role == Role.BACKUP
+                    clash = overlapping(source, target, path, snapshots)
                     if clash:
                         yield Problem(
                             f"servers.{target.name}.root",
@@ -254,6 +260,33 @@ def _agent_problems(script: Script) -> Iterator[Problem]:
             host, _, port = server.metrics.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536:
                 yield Problem(f"servers.{server.name}.metrics", f"{server.metrics!r} is not ADDRESS:PORT")
+
+
+def _backup_problems(script: Script) -> Iterator[Problem]:
+    backup = script.backup
+    backups = [s.name for s in script.servers if s.role == Role.BACKUP]
+    if script.master in backups:
+        yield Problem(
+            f"servers.{script.master}.role",
+            "a backup server keeps snapshots, not a live copy: it cannot be the master",
+        )
+    if not isinstance(backup, BackupSettings):
+        yield Problem("backup", f"must be a BackupSettings, not {backup!r}")
+        return
+    if not backups and backup != BackupSettings():
+        yield Problem("backup", 'applies to servers with role = "backup", and there is none')
+    if backup.interval <= 0:
+        yield Problem("backup.interval", "must be more than 0 seconds")
+    if backup.backend not in SNAPSHOT_BACKENDS:
+        yield Problem("backup.backend", f"{backup.backend!r} is not one of: {', '.join(SNAPSHOT_BACKENDS)}")
+    policy = backup.policy
+    for period, count in policy.counts.items():
+        if count < 0:
+            yield Problem(f"backup.{period}", f"must be 0 or more, not {count}")
+    if policy.keep_last is not None and policy.keep_last < 0:
+        yield Problem("backup.keep_last", f"must be 0 or more, not {policy.keep_last}")
+    if policy.keep_within is not None and policy.keep_within.total_seconds() <= 0:
+        yield Problem("backup.keep_within", "must be longer than 0 seconds")
 
 
 def _dns_problems(script: Script) -> Iterator[Problem]:

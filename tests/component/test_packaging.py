@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.agents import issue_certificates
 from tests.support.cli import synco
 from tests.support.components import need
 
@@ -35,9 +36,14 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_default_configuration_is_valid(tmp_path: Path) -> None:
     config = PACKAGING / "synco.toml"
     assert synco("check", str(config)).returncode == 0
+    # as installed: with the certificates its comments say how to make, in place of /etc/synco
+    certs = issue_certificates(tmp_path / "etc", ["web1"])
+    installed = tmp_path / "synco.toml"
+    text = config.read_text().replace("/etc/synco", str(certs)).replace("/var/lib/synco", str(tmp_path))
+    installed.write_text(text)
     checked = subprocess.run(
-        [sys.executable, "-m", "synco.node.main", "--config", str(config), "--as", "web1", "--check"],
+        [sys.executable, "-m", "synco.node.main", "--config", str(installed), "--as", "web1", "--check"],
         capture_output=True,
         text=True,
     )
-    assert checked.returncode == 0, checked.stderr
+    assert checked.returncode == 0, checked.stdout + checked.stderr

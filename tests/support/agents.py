@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,13 @@ class Cluster:
         for name in list(self.processes):
             self.stop(name)
 
+    def metrics(self, name: str) -> str:
+        """The text of `name`'s Prometheus metrics."""
+        address = self.config.read_text().split(f"[servers.{name}]")[1].split('metrics = "')[1].split('"')[0]
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+            text: str = response.read().decode()
+        return text
+
     def ctl(self, name: str, *arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "synco.ctl", "--config", str(self.config), "--as", name, *arguments],
@@ -85,10 +93,13 @@ def make_cluster(
     extra: str = "",
     tls: bool = False,
     heartbeat: float = 0.3,
+    backups: tuple[str, ...] = (),
 ) -> Cluster:
+    """Agents for `names` (the first is master), on loopback ports; `backups` are servers with
+    role = "backup" (give their [backup] table in `extra`)."""
     servers = "".join(
         f'[servers.{n}]\nroot = "{directory / n}"\nagent = "127.0.0.1:{free_port()}"\n'
-        f'metrics = "127.0.0.1:{free_port()}"\n'
+        f'metrics = "127.0.0.1:{free_port()}"\n' + ('role = "backup"\n' if n in backups else "")
         for n in names
     )
     config = directory / "cluster.toml"

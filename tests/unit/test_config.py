@@ -185,3 +185,84 @@ def test_structural_problems(text: str, key: str) -> None:
     script, problems = parse_script(textwrap.dedent(text))
     assert script is None
     assert key in {p.key for p in problems}, problems
+
+
+BACKUP = GOOD.replace("priority = 0\n", 'priority = 0\nrole = "backup"\n')
+
+
+def test_backup_table_loads() -> None:
+    script, problems = parse_script(
+        BACKUP
+        + '[backup]\ninterval = "90m"\nbackend = "btrfs"\nverify = true\ndaily = 7\nweekly = 4\n'
+        + 'keep_within = "2d"\nkeep = "new"\ntimezone = "Europe/Paris"\n'
+    )
+    assert problems == []
+    assert script is not None
+    backup = script.backup
+    assert (backup.interval, backup.backend, backup.verify, backup.prune) == (5400.0, "btrfs", True, True)
+    assert backup.policy.counts == {"daily": 7, "weekly": 4}
+    assert backup.policy.keep_within is not None and backup.policy.keep_within.days == 2
+    assert (backup.policy.keep, str(backup.policy.timezone)) == ("new", "Europe/Paris")
+
+
+def test_backup_defaults_to_hourly_snapshots_and_the_default_policy() -> None:
+    script, problems = parse_script(BACKUP)
+    assert problems == [] and script is not None
+    assert script.backup.interval == 3600.0
+    assert not script.backup.policy.has_rules  # the default policy, as with `synco prune`
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "words"),
+    [
+        ('interval = "soon"', "backup.interval", "not a duration"),
+        ("interval = 0", "backup.interval", "more than 0"),
+        ("interval = true", "backup.interval", "seconds or a duration"),
+        ('backend = "zfs"', "backup.backend", "not one of"),
+        ("daily = -1", "backup.daily", "0 or more"),
+        ('daily = "7"', "backup.daily", "must be an integer"),
+        ("keep_last = -2", "backup.keep_last", "0 or more"),
+        ('keep_within = "0s"', "backup.keep_within", "longer than 0"),
+        ('keep = "newest"', "backup.keep", "not one of"),
+        ('timezone = "Mars/Olympus"', "backup.timezone", "unknown time zone"),
+        ("hourli = 3", "backup.hourli", "did you mean 'hourly'"),
+    ],
+)
+def test_backup_problems(table: str, key: str, words: str) -> None:
+    script, problems = parse_script(BACKUP + f"[backup]\n{table}\n")
+    assert script is None
+    matching = [p for p in problems if p.key == key]
+    assert matching, problems
+    assert words in matching[0].message
+
+
+def test_backup_table_without_a_backup_server_is_a_mistake() -> None:
+    _, problems = parse_script(GOOD + "[backup]\ndaily = 7\n")
+    assert [p.key for p in problems] == ["backup"]
+    assert 'role = "backup"' in problems[0].message
+
+
+def test_a_backup_server_cannot_be_the_master() -> None:
+    _, problems = parse_script(BACKUP.replace('master = "s01"', 'master = "s02"'))
+    assert [p.key for p in problems] == ["servers.s02.role"]
+
+
+def test_a_backup_server_snapshots_beside_a_master_on_the_same_host() -> None:
+    """A backup server writes into latest.snapshot/: it may share the master's root on one host,
+    where a replica would overwrite the master's own files."""
+    text = textwrap.dedent(
+        """\
+        master = "s01"
+        [servers.s01]
+        root = "/srv"
+        [servers.b01]
+        root = "/srv"
+        role = "backup"
+        [[directories]]
+        path = "http"
+        """
+    )
+    _, problems = parse_script(text)
+    assert problems == []
+    _, problems = parse_script(text.replace('role = "backup"\n', ""))
+    assert [p.key for p in problems] == ["servers.b01.root"]

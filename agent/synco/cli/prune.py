@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from synco.cli.output import emit_json
 from synco.cli.rotate import add_store_arguments, store
-from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
-from synco.retention import DEFAULT_COUNTS, PERIODS, Policy, parse_duration, plan
-from synco.snapshot_store import remove_tree
+from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from synco.pruning import prune
+from synco.retention import DEFAULT_COUNTS, PERIODS, Policy, parse_duration
 
 HELP = (
     "Rules keep one snapshot per hour, day, ISO week, month, quarter or year for the N most "
@@ -87,29 +87,15 @@ def command(root: Path, arguments: argparse.Namespace) -> int:
     snapshots_store = store(root, arguments)
     policy = policy_of(arguments)
     now = arguments.now or datetime.now(UTC)
-    latest = snapshots_store.latest_name()
-    decisions = plan(snapshots_store.snapshots(), now, policy, latest)
-    failures: list[str] = []
-    results = []
-    if not arguments.dry_run:
-        for leftover in snapshots_store.leftovers():
-            try:
-                remove_tree(root / leftover)
-            except (OSError, SyncoError) as leftover_error:  # reported; the prune goes on
-                failures.append(f"{leftover}: {leftover_error}")
     log = sys.stderr if arguments.json else sys.stdout
     print(
         f"prune {root}: {policy.effective().describe()}{' (dry run)' if arguments.dry_run else ''}", file=log
     )
-    for decision in decisions:
-        error: str | None = None
-        if not decision.keep and not arguments.dry_run:
-            try:
-                snapshots_store.delete(decision.snapshot.name)
-            except (OSError, SyncoError) as failure:  # reported; the others are still erased
-                error = str(failure)
-        if error is not None:
-            failures.append(f"{decision.snapshot.name}: {error}")
+    pruning = prune(snapshots_store, policy, now, dry_run=arguments.dry_run)
+    latest, failures = pruning.latest, pruning.failures
+    results = []
+    for outcome in pruning.outcomes:
+        decision, error = outcome.decision, outcome.error
         line = decision.describe() + (f"  FAILED: {error}" if error else "")
         print(line, file=log)
         results.append(

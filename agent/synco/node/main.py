@@ -20,11 +20,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
 
 from synco import __version__
-from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, OperationError, SyncoError
+from synco.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OperationError, SyncoError
 from synco.loader import load
 from synco.model import Script
 from synco.node.cluster import control_socket_path, load_cluster
 from synco.node.node import CHANNEL_OPTIONS, Node
+from synco.node.preflight import preflight
 from synco.node.services import ControlService, PeerService
 from synco.v1 import control_pb2_grpc, peer_pb2_grpc
 
@@ -46,6 +47,11 @@ def sd_notify(message: str) -> None:
 
 
 async def serve(script: Script, me: str) -> None:
+    for item in preflight(script, me):
+        if not item.ok and item.what.startswith(("certificate", "private key", "agent.")):
+            raise ConfigError(f"{item.what}: {item.detail}")
+        if not item.ok or item.warning:
+            log.warning("%s: %s", me, item.line())
     node = Node(script, me)
     server = node.me
     assert script.agent is not None and server.agent is not None
@@ -170,6 +176,20 @@ def watchdog_pinger(clock: Callable[[], float]) -> Callable[[], None]:
     return ping
 
 
+def check(script: Script, me: str, config: str) -> int:
+    """--check: the configuration, then everything the agent would open; exit 2 if any fails."""
+    role = "master" if script.master == me else f"{script.server(me).role.value}; master {script.master}"
+    print(f"ok    configuration {config}: valid, for {me} ({role})")
+    checks = preflight(script, me)
+    for item in checks:
+        print(item.line())
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        print(f"synco-agent: {len(failed)} check(s) failed for {me}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="synco-agent", description="Run this server's Synco agent.")
     parser.add_argument("--config", required=True, metavar="SCRIPT", help="the cluster's backup script")
@@ -187,8 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         script, me = load_cluster(arguments.config, arguments.as_server)
         if arguments.check:
-            print(f"{arguments.config}: ok for {me}")
-            return EXIT_OK
+            return check(script, me, arguments.config)
         asyncio.run(serve(script, me))
     except SyncoError as error:
         log.error("%s", error)

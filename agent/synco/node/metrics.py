@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, start_http_server
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.is_master = Gauge("synco_is_master", "1 while this node acts as master", registry=self.registry)
+        self.role = Enum(
+            "synco_role",
+            "The role this node acts in",
+            states=["master", "replica", "backup"],
+            registry=self.registry,
+        )
         self.epoch = Gauge("synco_epoch", "The election epoch this node acts in", registry=self.registry)
         self.generation = Gauge(
             "synco_generation",
@@ -33,6 +39,14 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
         )
         self.pull_failures = Counter("synco_pull_failures", "Pulls that failed", registry=self.registry)
+        self.snapshots = Counter(
+            "synco_snapshots", "Snapshots a backup server took and published", registry=self.registry
+        )
+        self.latest_snapshot = Gauge(
+            "synco_latest_snapshot_timestamp_seconds",
+            "A backup server: the time of its newest published snapshot",
+            registry=self.registry,
+        )
         self.heartbeat_age = Gauge(
             "synco_peer_heartbeat_age_seconds",
             "Seconds since each peer's last heartbeat",

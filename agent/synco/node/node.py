@@ -14,9 +14,10 @@ from pathlib import Path
 
 import grpc
 
-from synco import replication
+from synco import backup_schedule, replication
 from synco.errors import ConfigError
 from synco.model import AgentSettings, Role, Script, Server
+from synco.node.backup import store_of, take_snapshot
 from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
 from synco.node.state import load_state, save_state
@@ -24,6 +25,7 @@ from synco.node.tls import load_credentials
 from synco.node.watch import generations
 from synco.paths import normalize_relative
 from synco.resolver import resolve
+from synco.snapshot_names import parse_name
 from synco.v1 import peer_pb2, peer_pb2_grpc
 
 PROTOCOL_VERSION = 1
@@ -52,18 +54,28 @@ class PeerView:
 
 
 class Node:
-    def __init__(self, script: Script, me: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        script: Script,
+        me: str,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         assert script.agent is not None
         self.script = script
         self.settings = script.agent
         self.me = script.server(me)
         self.clock = clock
+        self.wall = wall  # a backup server's schedule follows the snapshots' (UTC) names
         self.state_path = Path(self.settings.state_dir) / f"{me}.json"
         self.state = load_state(self.state_path)
         self.hash = settings_hash(self.settings)
         self.timing = replication.Timing(
             self.settings.debounce, self.settings.periodic_pull, self.settings.pull_retry
         )
+        self.backup_timing = backup_schedule.BackupTiming(script.backup.interval, self.settings.pull_retry)
+        self.latest_snapshot: tuple[str, float] | None = self._read_latest_snapshot()
+        self.last_attempt_wall: float | None = None
         self.master: str | None = script.master if script.master in script.server_names else None
         self.changed = asyncio.Condition()
         self.master_generation = 0
@@ -96,9 +108,11 @@ class Node:
         agent = script.agent
         if agent is None:
             raise ConfigError("the script no longer has an [agent] section")
-        fixed = [(s.name, s.agent, s.root, s.host) for s in self.script.servers]
-        if [(s.name, s.agent, s.root, s.host) for s in script.servers] != fixed:
-            raise ConfigError("servers, their hosts, roots or agent addresses changed: restart the agents")
+        fixed = [(s.name, s.agent, s.root, s.host, s.role) for s in self.script.servers]
+        if [(s.name, s.agent, s.root, s.host, s.role) for s in script.servers] != fixed:
+            raise ConfigError(
+                "servers, their hosts, roots, roles or agent addresses changed: restart the agents"
+            )
         assert self.settings is not None
         for name in ("state_dir", "control_socket", "insecure", "ca_file", "cert_file", "key_file"):
             if getattr(agent, name) != getattr(self.settings, name):
@@ -112,7 +126,10 @@ class Node:
             changes.append("timings (every agent must be reloaded alike)")
         if script.master != self.script.master:
             changes.append("master")
+        if script.backup != self.script.backup:
+            changes.append("backup schedule and policy")
         self.script, self.settings = script, agent
+        self.backup_timing = backup_schedule.BackupTiming(script.backup.interval, agent.pull_retry)
         self.me = script.server(self.me.name)
         self.hash = settings_hash(agent)
         self.timing = replication.Timing(agent.debounce, agent.periodic_pull, agent.pull_retry)
@@ -127,7 +144,23 @@ class Node:
 
     @property
     def is_master(self) -> bool:
-        return self.master == self.me.name
+        """This node acts as master: it is named master and is no backup server."""
+        return self.master == self.me.name and not self.is_backup
+
+    @property
+    def is_backup(self) -> bool:
+        return self.me.role == Role.BACKUP
+
+    def _read_latest_snapshot(self) -> tuple[str, float] | None:
+        """A backup server's newest published snapshot and its time, from its root."""
+        if not self.is_backup:
+            return None
+        try:
+            name = store_of(self.me).latest_name()
+        except OSError:
+            return None
+        parsed = parse_name(name) if name is not None else None
+        return None if name is None or parsed is None else (name, parsed[0].timestamp())
 
     def role(self) -> peer_pb2.Role.ValueType:
         if self.is_master:
@@ -160,6 +193,8 @@ class Node:
             last_pull_message=result.message if result else "",
             last_pull_seconds=result.seconds if result else 0.0,
             lag_seconds=self.lag_seconds(),
+            latest_snapshot=self.latest_snapshot[0] if self.latest_snapshot else "",
+            next_snapshot_unix_ms=int((self._backup_wake_at() or 0) * 1000),
         )
 
     def lag_seconds(self) -> float:
@@ -209,15 +244,23 @@ class Node:
         self.on_cycle()
         if self.pull_task is not None and self.pull_task.done():
             self._finish_pull(self.pull_task)
-        if self.is_master:
+        if self.master == self.me.name and self.is_backup:
+            verdict = (
+                "named master, but a backup server keeps snapshots, not a live copy: not acting as master"
+            )
+            self._cancel_pull()
+        elif self.is_master:
             verdict = f"master at generation {self.state.generation}"
             if self.pull_task is not None:
                 verdict = f"now master: cancelling the pull from {self.pulling_from}"
                 self._cancel_pull()
         else:
-            decision = replication.decide(self._view(), self.timing)
+            if self.is_backup:
+                decision = backup_schedule.decide(self._backup_view(), self.backup_timing)
+            else:
+                decision = replication.decide(self._view(), self.timing)
             verdict = decision.verdict
-            if decision.action == replication.Action.PULL:
+            if decision.action in (replication.Action.PULL, replication.Action.SNAPSHOT):
                 self.sync_requested = False
                 self._start_pull()
             elif decision.action == replication.Action.CANCEL and self.pull_task is not None:
@@ -240,7 +283,15 @@ class Node:
             due.append(self.timing.debounce - (now - self.last_change_at))
         if self.last_pull is not None and not self.last_pull.ok and self.last_pull_at is not None:
             due.append(self.timing.retry - (now - self.last_pull_at))
+        backup_due = self._backup_wake_at()
+        if backup_due is not None:
+            due.append(backup_due - self.wall())
         return max(0.01, min(d for d in due if d > 0))
+
+    def _backup_wake_at(self) -> float | None:
+        if not self.is_backup or self.master in (None, self.me.name):
+            return None
+        return backup_schedule.wake_at(self._backup_view(), self.backup_timing)
 
     def _update_metrics(self) -> None:
         behind = not self.is_master and self.master_generation > self.state.pulled_generation
@@ -250,6 +301,9 @@ class Node:
             self.behind_since = None
         metrics = self.metrics
         metrics.is_master.set(1 if self.is_master else 0)
+        metrics.role.state(peer_pb2.Role.Name(self.role()).removeprefix("ROLE_").lower())
+        if self.latest_snapshot is not None:
+            metrics.latest_snapshot.set(self.latest_snapshot[1])
         metrics.epoch.set(self.state.epoch)
         metrics.generation.set(self.state.generation if self.is_master else self.state.pulled_generation)
         metrics.master_generation.set(self.state.generation if self.is_master else self.master_generation)
@@ -277,6 +331,20 @@ class Node:
             sync_requested=self.sync_requested,
         )
 
+    def _backup_view(self) -> backup_schedule.BackupView:
+        latest = self.latest_snapshot
+        return backup_schedule.BackupView(
+            now=self.wall(),
+            master=self.master,
+            latest_at=latest[1] if latest else None,
+            latest=latest[0] if latest else None,
+            running_from=self.pulling_from,
+            last_attempt_at=self.last_attempt_wall,
+            last_attempt_ok=self.last_pull.ok if self.last_pull else True,
+            paused=self.paused,
+            requested=self.sync_requested,
+        )
+
     def _cancel_pull(self) -> None:
         """Cancel the pull in progress once; its clean-up (SIGTERM, then SIGKILL) must run undisturbed."""
         if self.pull_task is not None and not self.cancelling:
@@ -287,6 +355,12 @@ class Node:
         assert self.master is not None
         master = self.script.server(self.master)
         self.pulling_from = master.name
+        if self.is_backup:  # snapshots keep everything: nothing to keep aside
+            self.pull_task = asyncio.create_task(
+                take_snapshot(self.script, master, self.me, self.master_generation)
+            )
+            self.pull_task.add_done_callback(lambda _: self.wake.set())
+            return
         keep_aside = None
         if self.state.pulled_master != master.name:  # a new master, or this node was master itself
             stamp = time.strftime("%Y.%m.%d-%H.%M.%S", time.gmtime())
@@ -305,6 +379,7 @@ class Node:
     def _finish_pull(self, task: asyncio.Task[PullResult]) -> None:
         source, self.pulling_from, self.pull_task, self.cancelling = self.pulling_from, None, None, False
         self.last_pull_at, self.last_pull_unix = self.clock(), time.time()
+        self.last_attempt_wall = self.wall()
         if task.cancelled():
             log.info("%s: pull from %s cancelled", self.me.name, source)
             return  # neither a success nor a failure: no retry delay, health unchanged
@@ -320,12 +395,17 @@ class Node:
         if result.ok:
             self.state = replace(self.state, pulled_generation=result.generation, pulled_master=source)
             save_state(self.state_path, self.state)
+            if result.snapshot is not None:
+                self.latest_snapshot = self._read_latest_snapshot()
+                self.metrics.snapshots.inc()
             log.info(
-                "%s: pulled generation %d from %s in %.2f s",
+                "%s: %s generation %d from %s in %.2f s%s",
                 self.me.name,
+                "snapshot of" if result.snapshot else "pulled",
                 result.generation,
                 source,
                 result.seconds,
+                f": {result.message}" if result.snapshot else "",
             )
         else:
             log.warning("%s: pull from %s failed: %s", self.me.name, source, result.message)
@@ -445,6 +525,8 @@ class Node:
             self.master_changed.clear()
             if self.master is None:
                 work = asyncio.create_task(self._idle())  # nothing to do until a master is known
+            elif self.master == self.me.name and self.is_backup:
+                work = asyncio.create_task(self._idle())  # a backup server never acts as master
             elif self.is_master:
                 log.debug("%s: watching for changes", self.me.name)
                 work = asyncio.create_task(self._watch())

@@ -16,7 +16,7 @@ from synco.paths import normalize_relative
 from synco.resolution import CurrentDecision, is_local
 from synco.rsync import Verdict, classify, describe_exit
 from synco.rsync_probe import local_features
-from synco.transfer import plan_transfer
+from synco.transfer import Transfer, plan_transfer
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,15 @@ class PullResult:
     ok: bool
     message: str
     seconds: float
-    generation: int  # the master generation the pull started at
+    generation: int  # the master generation the pull (or snapshot) started at
+    snapshot: str | None = None  # a backup server: the snapshot published
+
+
+def check_mounted(me: Server) -> str | None:
+    """Why the agent must not write to its root: its backup disk is not mounted."""
+    if me.mountpoint is not None and not os.path.ismount(me.mountpoint):
+        return f"{me.mountpoint} is not mounted; refusing to write to the disk beneath it"
+    return None
 
 
 async def pull(
@@ -36,6 +44,9 @@ async def pull(
     overwrite or delete is moved under `keep_aside/<directory>/` instead (rsync --backup-dir).
     """
     started = time.monotonic()
+    unmounted = check_mounted(me)
+    if unmounted is not None:
+        return PullResult(False, unmounted, 0.0, generation)
     pulling = replace(script, method=replace(script.method, name="rsync", direction=Direction.PULL))
     current = CurrentDecision(me.name, "the agent's own server")
     features = local_features()
@@ -53,20 +64,24 @@ async def pull(
             is_local=lambda s: is_local(s, current, pulling),
             features=features,
         )
-        code, output = await _run(transfer.command())
-        if classify(code) == Verdict.ERROR:
-            lines = output.strip().splitlines()[-3:]
-            message = f"{transfer.directory}: rsync exit {code} ({describe_exit(code)})"
-            return PullResult(
-                False,
-                message + (": " + " / ".join(lines) if lines else ""),
-                time.monotonic() - started,
-                generation,
-            )
+        failure = await run_transfer(transfer)
+        if failure is not None:
+            return PullResult(False, failure, time.monotonic() - started, generation)
     return PullResult(True, "ok", time.monotonic() - started, generation)
 
 
-async def _run(argv: list[str]) -> tuple[int, str]:
+async def run_transfer(transfer: Transfer) -> str | None:
+    """Run one planned rsync; what went wrong, or None (warnings such as vanished files are fine)."""
+    code, output = await run_rsync(transfer.command())
+    if classify(code) != Verdict.ERROR:
+        return None
+    lines = output.strip().splitlines()[-3:]
+    message = f"{transfer.directory}: rsync exit {code} ({describe_exit(code)})"
+    return message + (": " + " / ".join(lines) if lines else "")
+
+
+async def run_rsync(argv: list[str]) -> tuple[int, str]:
+    """Run rsync in its own process group; cancelling stops it (and waits for it to be gone)."""
     environment = {k: v for k, v in os.environ.items() if k not in RSYNC_ENVIRONMENT}
     process = await asyncio.create_subprocess_exec(
         *argv,

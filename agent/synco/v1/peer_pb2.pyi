@@ -223,6 +223,8 @@ class NodeStatus(_message.Message):
     LAST_PULL_MESSAGE_FIELD_NUMBER: _builtins.int
     LAST_PULL_SECONDS_FIELD_NUMBER: _builtins.int
     LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    LATEST_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    NEXT_SNAPSHOT_UNIX_MS_FIELD_NUMBER: _builtins.int
     verdict: _builtins.str
     """the last cycle's verdict line"""
     master_generation: _builtins.int
@@ -233,6 +235,10 @@ class NodeStatus(_message.Message):
     last_pull_seconds: _builtins.float
     lag_seconds: _builtins.float
     """replica: since the oldest change it has not pulled yet"""
+    latest_snapshot: _builtins.str
+    """backup: the newest published snapshot"""
+    next_snapshot_unix_ms: _builtins.int
+    """backup: when the next snapshot is due (0: now, or unknown)"""
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
     def __init__(
@@ -246,10 +252,12 @@ class NodeStatus(_message.Message):
         last_pull_message: _builtins.str = ...,
         last_pull_seconds: _builtins.float = ...,
         lag_seconds: _builtins.float = ...,
+        latest_snapshot: _builtins.str = ...,
+        next_snapshot_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "master_generation", b"master_generation", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "latest_snapshot", b"latest_snapshot", "master_generation", b"master_generation", "next_snapshot_unix_ms", b"next_snapshot_unix_ms", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

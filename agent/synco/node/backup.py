@@ -1,0 +1,128 @@
+"""A backup server's snapshot of the master: pull every directory into the snapshot in
+progress, publish it, then prune by the retention policy (adapter).
+
+The same snapshot layout and policy as `synco run` with the snapshot method and
+`synco prune`: `latest.snapshot/` in progress, timestamped snapshots, `latest`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from synco.errors import SyncoError
+from synco.model import Direction, Method, Script, Server
+from synco.node.pull import PullResult, check_mounted, run_transfer
+from synco.paths import normalize_relative
+from synco.pruning import prune
+from synco.resolution import CurrentDecision, is_local
+from synco.rsync_probe import local_features
+from synco.snapshot_store import SnapshotStore
+from synco.transfer import plan_transfer
+
+log = logging.getLogger("synco.agent")
+
+T = TypeVar("T")
+
+
+def store_of(me: Server) -> SnapshotStore:
+    return SnapshotStore(Path(me.root))
+
+
+async def take_snapshot(
+    script: Script,
+    master: Server,
+    me: Server,
+    generation: int,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> PullResult:
+    """Snapshot the master's directories into `me`'s root (rsync runs here, pulling)."""
+    started = time.monotonic()
+    began = clock()
+    settings = script.backup
+    unmounted = check_mounted(me)
+    if unmounted is not None:
+        return PullResult(False, unmounted, 0.0, generation)
+    store = replace(store_of(me), clock=clock)
+    directories = [normalize_relative(d.path) for d in script.directories]
+    try:
+        removed = await _finish(asyncio.to_thread(store.begin, settings.backend, directories))
+    except (OSError, SyncoError) as error:
+        return PullResult(False, f"preparing the snapshot: {error}", time.monotonic() - started, generation)
+    for path in removed:
+        log.info("%s: removed %s from the snapshot in progress: no longer copied", me.name, path)
+    method = Method(
+        name="snapshot",
+        direction=Direction.PULL,
+        arguments=script.method.arguments,
+        snapshot_backend=settings.backend,
+    )
+    snapshotting = replace(script, method=method)
+    current = CurrentDecision(me.name, "the agent's own server")
+    features = local_features()
+    has_previous = store.latest_name() is not None
+    for directory in snapshotting.directories:
+        transfer = plan_transfer(
+            snapshotting,
+            master,
+            me,
+            directory,
+            is_local=lambda s: is_local(s, current, snapshotting),
+            features=features,
+            link_dest=has_previous,
+        )
+        failure = await run_transfer(transfer)
+        if failure is not None:
+            return PullResult(False, failure, time.monotonic() - started, generation)
+    metadata = {
+        "source": master.name,
+        "target": me.name,
+        "started": began.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finished": clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generation": generation,
+        "taken_by": "synco-agent",
+    }
+    try:
+        name = await _finish(
+            asyncio.to_thread(
+                store.publish, metadata, with_manifest=settings.verify, backend=settings.backend
+            )
+        )
+    except (OSError, SyncoError) as error:
+        return PullResult(False, f"publishing the snapshot: {error}", time.monotonic() - started, generation)
+    message = f"snapshot {name}"
+    if settings.prune:
+        pruning = await _finish(asyncio.to_thread(prune, store, settings.policy, clock()))
+        erased = [o.decision.snapshot.name for o in pruning.outcomes if o.erased]
+        failures = pruning.failures
+        if erased:
+            message += f"; pruned {len(erased)}"
+            log.info("%s: pruned %s (%s)", me.name, ", ".join(erased), settings.policy.effective().describe())
+        if failures:
+            message += f"; {len(failures)} could not be pruned: {failures[0]}"
+            log.warning("%s: pruning failed: %s", me.name, "; ".join(failures))
+    return PullResult(True, message, time.monotonic() - started, generation, snapshot=name)
+
+
+async def _finish(work: Awaitable[T]) -> T:
+    """Await file-system work in a thread to its end even when cancelled: a publication or a
+    deletion half-watched would let the next snapshot start beside it."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+            continue
+        if cancelled:
+            raise asyncio.CancelledError
+        return result

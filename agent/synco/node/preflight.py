@@ -1,0 +1,173 @@
+"""`synco-agent --check`: what this server's agent needs, opened and checked without starting
+it (certificates, state, root, rsync, DNS key), each with a line that says what was found."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from synco import btrfs
+from synco.errors import SyncoError
+from synco.model import Role, Script, Server
+from synco.node.state import load_state
+from synco.tsig_key import load_key
+
+EXPIRY_WARNING = timedelta(days=30)
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    what: str
+    detail: str
+    warning: bool = False  # ok, but the operator should act soon
+
+    def line(self) -> str:
+        mark = "FAIL" if not self.ok else ("WARN" if self.warning else "ok")
+        return f"{mark:<5} {self.what}: {self.detail}"
+
+
+def preflight(script: Script, me: str, now: datetime | None = None) -> list[Check]:
+    """Every check for `me`'s agent, passing or not."""
+    assert script.agent is not None
+    server = script.server(me)
+    checks = [*_certificates(script, me, now or datetime.now(UTC))]
+    checks.append(_state(script, me))
+    checks.append(_root(server))
+    if server.mountpoint is not None:
+        mounted = os.path.ismount(server.mountpoint)
+        checks.append(
+            Check(mounted, f"mountpoint {server.mountpoint}", "mounted" if mounted else "not mounted")
+        )
+    rsync = shutil.which("rsync")
+    checks.append(Check(rsync is not None, "rsync", rsync or "not found in PATH"))
+    if server.role == Role.BACKUP and script.backup.backend == "btrfs":
+        root = _existing_parent(Path(server.root))
+        on = btrfs.on_btrfs(root)
+        checks.append(Check(on, "backup.backend btrfs", f"{root} is {'' if on else 'not '}on btrfs"))
+    if script.dns is not None and script.dns.key_file is not None:
+        try:
+            key = load_key(script.dns.key_file)
+            checks.append(Check(True, f"dns.key_file {script.dns.key_file}", f"key {key.name}"))
+        except SyncoError as error:
+            checks.append(Check(False, "dns.key_file", str(error)))
+    return checks
+
+
+def _certificates(script: Script, me: str, now: datetime) -> list[Check]:
+    agent = script.agent
+    assert agent is not None
+    if agent.insecure:
+        return [Check(True, "certificates", "none: insecure = true (plaintext on loopback)", warning=True)]
+    paths = {
+        "ca_file": Path(agent.ca_file),
+        "cert_file": Path(agent.path(agent.cert_file, me)),
+        "key_file": Path(agent.path(agent.key_file, me)),
+    }
+    contents: dict[str, bytes] = {}
+    checks = []
+    for key, path in paths.items():
+        try:
+            contents[key] = path.read_bytes()
+        except OSError as error:
+            checks.append(Check(False, f"agent.{key} {path}", f"cannot read: {error.strerror}"))
+    if checks:
+        return checks
+    try:
+        ca = x509.load_pem_x509_certificate(contents["ca_file"])
+    except ValueError as error:
+        return [Check(False, f"agent.ca_file {paths['ca_file']}", f"not a PEM certificate: {error}")]
+    try:
+        certificate = x509.load_pem_x509_certificate(contents["cert_file"])
+    except ValueError as error:
+        return [Check(False, f"agent.cert_file {paths['cert_file']}", f"not a PEM certificate: {error}")]
+    what = f"certificate {paths['cert_file']}"
+    problems = []
+    try:
+        certificate.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as error:
+        problems.append(f"not issued by the cluster CA {paths['ca_file']} ({type(error).__name__})")
+    names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [me]:
+        problems.append(
+            f"names {', '.join(map(str, names)) or 'nobody'} (CN), not {me}: peers would refuse it"
+        )
+    try:
+        alternative = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        dns_names = alternative.value.get_values_for_type(x509.DNSName)  # type: ignore[attr-defined]
+    except x509.ExtensionNotFound:
+        dns_names = []
+    if me not in dns_names:
+        problems.append(f"its subjectAltName lacks DNS:{me}, which peers check when they connect")
+    until = certificate.not_valid_after_utc
+    if now < certificate.not_valid_before_utc:
+        problems.append(f"not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
+    if now >= until:
+        problems.append(f"expired on {until:%Y-%m-%d}")
+    if problems:
+        checks.append(Check(False, what, "; ".join(problems)))
+    else:
+        soon = until - now < EXPIRY_WARNING
+        detail = f"for {me}, issued by the cluster CA, valid until {until:%Y-%m-%d}"
+        checks.append(Check(True, what, detail + (" (renew it soon)" if soon else ""), warning=soon))
+    checks.append(_key(paths["key_file"], contents["key_file"], certificate))
+    return checks
+
+
+def _key(path: Path, content: bytes, certificate: x509.Certificate) -> Check:
+    what = f"private key {path}"
+    try:
+        key = serialization.load_pem_private_key(content, password=None)
+    except (ValueError, TypeError) as error:
+        return Check(False, what, f"not an unencrypted PEM private key: {error}")
+    public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*public) != certificate.public_key().public_bytes(*public):
+        return Check(False, what, "does not match the certificate")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return Check(False, what, f"mode {mode:04o}: readable by others; chmod 600 it")
+    return Check(True, what, "matches the certificate, mode 0600 or stricter")
+
+
+def _state(script: Script, me: str) -> Check:
+    assert script.agent is not None
+    directory = Path(script.agent.state_dir)
+    path = directory / f"{me}.json"
+    try:
+        state = load_state(path)
+    except SyncoError as error:
+        return Check(False, f"state {path}", str(error))
+    existing = _existing_parent(directory)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Check(False, f"state {directory}", f"{existing} is not writable")
+    found = "epoch {}, generation {}, last pull {} from {}".format(
+        state.epoch, state.generation, state.pulled_generation, state.pulled_master or "nowhere"
+    )
+    return Check(True, f"state {path}", found if path.exists() else "none yet (a first start)")
+
+
+def _root(server: Server) -> Check:
+    root = Path(server.root)
+    if root.is_dir():
+        return Check(True, f"root {root}", "exists")
+    if root.exists():
+        return Check(False, f"root {root}", "is not a directory")
+    existing = _existing_parent(root)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Check(False, f"root {root}", f"missing, and {existing} is not writable")
+    return Check(True, f"root {root}", "missing: a pull creates it (as master, there is nothing to copy)")
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

@@ -1,0 +1,129 @@
+"""A backup server's snapshot schedule, as a table: each row is one situation and its verdict."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from synco.backup_schedule import BackupTiming, BackupView, decide, wake_at
+from synco.replication import Action
+
+T = BackupTiming(interval=3600, retry=10)
+NOW = datetime(2026, 11, 26, 12, 30, tzinfo=UTC).timestamp()
+TAKEN = dict(
+    now=NOW,
+    master="s01",
+    latest_at=NOW - 1800,  # 12:00
+    latest="2026.11.26-12.00.00",
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "action", "verdict"),
+    [
+        (
+            {},
+            Action.IDLE,
+            "newest snapshot 2026.11.26-12.00.00; next from s01 at 2026-11-26 13:00:00 UTC (every 1h)",
+        ),
+        ({"paused": True}, Action.IDLE, "paused by the operator"),
+        ({"paused": True, "running_from": "s01"}, Action.CANCEL, "paused: cancelling the snapshot from s01"),
+        ({"master": None}, Action.IDLE, "no master known: waiting"),
+        (
+            {"master": None, "running_from": "s01"},
+            Action.CANCEL,
+            "no master known: cancelling the snapshot from s01",
+        ),
+        (
+            {"master": "s02", "running_from": "s01"},
+            Action.CANCEL,
+            "master changed from s01 to s02: cancelling the snapshot",
+        ),
+        ({"running_from": "s01"}, Action.WAIT, "taking a snapshot from s01"),
+        ({"requested": True}, Action.SNAPSHOT, "operator asked for a snapshot from s01"),
+        (
+            {"latest_at": None, "latest": None},
+            Action.SNAPSHOT,
+            "no snapshot yet: taking one from s01",
+        ),
+        (
+            {"latest_at": NOW - 3600},
+            Action.SNAPSHOT,
+            "snapshot due (every 1h): taking one from s01",
+        ),
+        (
+            {"latest_at": NOW - 7200, "last_attempt_ok": False, "last_attempt_at": NOW - 5},
+            Action.WAIT,
+            "last snapshot failed: retrying s01 after 10 s",
+        ),
+        (
+            {"latest_at": NOW - 7200, "last_attempt_ok": False, "last_attempt_at": NOW - 11},
+            Action.SNAPSHOT,
+            "snapshot due (every 1h): taking one from s01",
+        ),
+        (  # a failed operator request does not bring the schedule forward
+            {"last_attempt_ok": False, "last_attempt_at": NOW - 60},
+            Action.IDLE,
+            "newest snapshot 2026.11.26-12.00.00; next from s01 at 2026-11-26 13:00:00 UTC (every 1h)",
+        ),
+        (
+            {"latest_at": NOW + 7200, "latest": "2026.11.26-14.30.00"},
+            Action.SNAPSHOT,
+            "the newest snapshot 2026.11.26-14.30.00 is in the future (the clock moved back?): "
+            "taking one from s01",
+        ),
+        (  # a clock a few seconds ahead on the previous run is no reason for a snapshot
+            {"latest_at": NOW + 30},
+            Action.IDLE,
+            "newest snapshot 2026.11.26-12.00.00; next from s01 at 2026-11-26 13:30:30 UTC (every 1h)",
+        ),
+    ],
+)
+def test_decisions(changes: dict[str, object], action: Action, verdict: str) -> None:
+    decision = decide(BackupView(**{**TAKEN, **changes}), T)  # type: ignore[arg-type]
+    assert (decision.action, decision.verdict) == (action, verdict)
+
+
+def test_wake_at() -> None:
+    assert wake_at(BackupView(**TAKEN), T) == NOW + 1800  # type: ignore[arg-type]
+    overdue = BackupView(**{**TAKEN, "latest_at": NOW - 7200})  # type: ignore[arg-type]
+    assert wake_at(overdue, T) is None  # due now: no timer needed
+    failed = BackupView(  # type: ignore[arg-type]
+        **{**TAKEN, "latest_at": NOW - 7200, "last_attempt_ok": False, "last_attempt_at": NOW - 4}
+    )
+    assert wake_at(failed, T) == NOW + 6
+
+
+VIEWS = st.builds(
+    BackupView,
+    now=st.floats(0, 1e9),
+    master=st.sampled_from([None, "s01", "s02"]),
+    latest_at=st.none() | st.floats(0, 1e9),
+    latest=st.sampled_from([None, "x"]),
+    running_from=st.sampled_from([None, "s01", "s02"]),
+    last_attempt_at=st.none() | st.floats(0, 1e9),
+    last_attempt_ok=st.booleans(),
+    paused=st.booleans(),
+    requested=st.booleans(),
+)
+
+
+@given(VIEWS, st.floats(1, 1e6))
+def test_safety(view: BackupView, interval: float) -> None:
+    timing = BackupTiming(interval=interval, retry=10)
+    decision = decide(view, timing)
+    assert decision.action in (Action.IDLE, Action.WAIT, Action.SNAPSHOT, Action.CANCEL)
+    # never two snapshots at once, never one while paused or without a master
+    if view.running_from is not None:
+        assert decision.action in (Action.WAIT, Action.CANCEL)
+    if view.paused or view.master is None:
+        assert decision.action in (Action.IDLE, Action.CANCEL)
+    # when idle with nothing running, a timer says when to look again (the loop never stalls)
+    waiting = decision.action == Action.WAIT and view.running_from is None
+    if (decision.action == Action.IDLE and not view.paused and view.master is not None) or waiting:
+        due = wake_at(view, timing)
+        assert due is not None and due > view.now
+    assert decision.verdict
