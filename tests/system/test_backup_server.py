@@ -81,7 +81,8 @@ def test_schedule_survives_a_restart_and_sync_now_takes_one(tmp_path: Path) -> N
 
         (cluster.root("s01") / "srv/b").write_text("2")
         reply = cluster.ctl("b01", "sync-now")
-        assert reply.returncode == 0, reply.stderr
+        assert (reply.returncode, reply.stdout.strip()) == (0, "snapshot requested"), reply.stderr
+        assert "s01 is the master: it has nothing to pull" in cluster.ctl("s01", "sync-now").stdout
         wait_until(lambda: len(snapshots(cluster)) == 2, "a snapshot on request")
         assert read_tree(cluster.root("b01") / "latest" / "srv") == {"a": "1", "b": "2"}
     finally:

@@ -118,10 +118,13 @@ class ControlService(control_pb2_grpc.ControlServicer):
         request: control_pb2.SyncNowRequest,
         context: grpc.aio.ServicerContext[control_pb2.SyncNowRequest, control_pb2.SyncNowReply],
     ) -> control_pb2.SyncNowReply:
-        self.node.sync_requested = True
-        self.node.wake.set()
+        node = self.node
+        if node.is_master:
+            return control_pb2.SyncNowReply(verdict=f"{node.me.name} is the master: it has nothing to pull")
+        node.sync_requested = True
+        node.wake.set()
         await asyncio.sleep(0)
-        return control_pb2.SyncNowReply(verdict="pull requested")
+        return control_pb2.SyncNowReply(verdict="snapshot requested" if node.is_backup else "pull requested")
 
     async def Pause(
         self,
