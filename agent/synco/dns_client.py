@@ -76,13 +76,22 @@ class Authority:
         return self._servers
 
     def _ns_set(self) -> list[Address]:
+        """The zone's name servers, the primary first: the SOA's MNAME, where RFC 2136 sends
+        updates (a secondary would refuse or forward them) and where reads are current."""
         try:
             answer = dns.resolver.resolve(self.zone, "NS")
+            soa = dns.resolver.resolve(self.zone, "SOA")
         except dns.exception.DNSException as error:
             raise ResolutionError(f"cannot find the name servers of zone {self.zone}: {error}") from error
+        primary = str(soa.rrset[0].mname) if soa.rrset else ""
+        hosts = sorted({r.to_text() for r in answer}, key=lambda host: (host != primary, host))
+        if primary not in hosts:
+            raise ResolutionError(
+                f"zone {self.zone}: its SOA names {primary} as primary, which is not in its NS set "
+                f"({', '.join(hosts)}); list the servers in [dns] servers, the primary first"
+            )
         servers: list[Address] = []
-        for record in answer:
-            host = record.to_text()
+        for host in hosts:
             for info in socket.getaddrinfo(host, 53, type=socket.SOCK_DGRAM):
                 address = (str(info[4][0]), 53)
                 if address not in servers:
