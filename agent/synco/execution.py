@@ -25,7 +25,7 @@ from synco.paths import normalize_relative
 from synco.report import CopyRecord, EventRecord, RunReport
 from synco.resolution import CurrentDecision, MasterDecision, is_local
 from synco.rsync import Features, Verdict, classify, describe_exit, parse_stats
-from synco.rsync_probe import local_features
+from synco.rsync_probe import keeps_nanoseconds, local_features
 from synco.snapshot_names import METADATA_DIR
 from synco.snapshot_store import SnapshotStore
 from synco.transfer import plan_transfer
@@ -321,6 +321,7 @@ class Execution:
             dry_run=self.dry_run,
             progress=self.progress,
             link_dest=self._has_previous.get(target.name, True),
+            nanoseconds=self.is_local(target) and keeps_nanoseconds(target.root),
         )
         where = "here" if transfer.local else f"on {transfer.runs_on.name}"
         self.log(f"copy {transfer.describe()} (rsync {where})")

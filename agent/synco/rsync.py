@@ -60,12 +60,13 @@ class Features:
     def mkpath(self) -> bool:
         return self.version >= (3, 2, 3)
 
-    def comparison_arguments(self) -> list[str]:
-        """Compare modification times to the nanosecond: by default rsync compares whole
-        seconds, and misses a file rewritten with the same size within the second it was
-        last copied (a replica pulling right after a change). Placed before the script's
-        arguments, so that a script's own --modify-window (FAT targets) wins."""
-        return ["--modify-window=-1"] if self.version >= (3, 1, 3) else []
+    def comparison_arguments(self, nanoseconds: bool) -> list[str]:
+        """With `nanoseconds` (the target keeps them), compare modification times to the
+        nanosecond: by default rsync compares whole seconds, and misses a file rewritten
+        with the same size within the second it was last copied (a replica pulling right
+        after a change). Placed before the script's arguments, so that a script's own
+        --modify-window wins."""
+        return ["--modify-window=-1"] if nanoseconds and self.version >= (3, 1, 3) else []
 
     def safety_arguments(self) -> list[str]:
         """Arguments that make remote paths arrive unchanged whatever the rsync versions and

@@ -54,6 +54,7 @@ def plan_transfer(
     progress: bool = False,
     verify: bool = False,
     link_dest: bool = True,
+    nanoseconds: bool = False,
 ) -> Transfer:
     """The rsync command that makes `target`'s copy of `directory` equal to the master's.
 
@@ -62,6 +63,7 @@ def plan_transfer(
     The snapshot method writes into `latest.snapshot/`, hard-linking unchanged files to
     `latest/` (or updating a btrfs mirror in place). `verify` compares instead of copying:
     checksums of the master's files against the target's copy (`latest/` for snapshots).
+    `nanoseconds`: the target's file system keeps them, so rsync may compare them.
     """
     path = normalize_relative(directory.path)
     method = script.method
@@ -84,7 +86,7 @@ def plan_transfer(
             )
     argv = [
         "rsync",
-        *features.comparison_arguments(),
+        *features.comparison_arguments(nanoseconds),
         *method.arguments,
         *directory.arguments,
         *features.safety_arguments(),

@@ -276,3 +276,27 @@ def test_a_same_size_rewrite_within_the_second_is_copied(tmp_path: Path) -> None
         if same_second:
             return
     pytest.fail("could not rewrite the file within the second it was copied")
+
+
+def test_nanosecond_comparison_only_where_the_target_keeps_nanoseconds(tmp_path: Path) -> None:
+    """ext4 with 128-byte inodes keeps whole seconds: comparing nanoseconds there would copy
+    every file on every run (and defeat --link-dest), so Synco compares seconds there."""
+    from synco.rsync_probe import keeps_nanoseconds
+    from tests.support.loopfs import loop_filesystem
+
+    assert keeps_nanoseconds(str(tmp_path / "not" / "yet"))
+    with loop_filesystem(tmp_path, "ext4", size_mb=64, extra=["-I", "128"]) as disk:
+        assert not keeps_nanoseconds(str(disk / "target"))
+        assert list(disk.iterdir()) == [disk / "lost+found"]  # the probe leaves nothing behind
+        a = tmp_path / "a"
+        write_tree(a, {"d/f": "v1", "d/g": "unchanged"})
+        script = toml_script(
+            tmp_path / "s.toml",
+            master="s01",
+            servers={"s01": root(a), "s02": root(disk / "target")},
+            directories=[{"path": "d"}],
+        )
+        assert synco("run", str(script)).returncode == 0
+        again = synco("run", "--json", str(script))
+        stats = json.loads(again.stdout)["copies"][0]["stats"]
+        assert stats.get("files") == 0, stats  # nothing copied again

@@ -15,9 +15,9 @@ from tests.support.components import in_ci, need
 
 @contextlib.contextmanager
 def loop_filesystem(
-    directory: Path, fstype: str, size_mb: int = 512, label: str | None = None
+    directory: Path, fstype: str, size_mb: int = 512, label: str | None = None, extra: list[str] | None = None
 ) -> Iterator[Path]:
-    """Yield the mount point of a fresh `fstype` file system of `size_mb` MiB."""
+    """Yield the mount point of a fresh `fstype` file system of `size_mb` MiB (`extra`: mkfs options)."""
     if os.geteuid() != 0:
         if in_ci():
             pytest.fail("loop-device tests need root in CI")
@@ -31,7 +31,7 @@ def loop_filesystem(
         stream.truncate(size_mb << 20)
     options = ["-L", label] if label else []
     quiet = ["-q"] if fstype == "btrfs" else ["-q", "-F"]
-    subprocess.run([mkfs, *quiet, *options, str(image)], check=True, capture_output=True)
+    subprocess.run([mkfs, *quiet, *options, *(extra or []), str(image)], check=True, capture_output=True)
     device = subprocess.run(
         [losetup, "--find", "--show", str(image)], check=True, capture_output=True, text=True
     ).stdout.strip()

@@ -63,7 +63,6 @@ def test_push_from_here_to_remote() -> None:
     assert (runs_on, local) == ("here", True)
     assert argv == [
         "rsync",
-        "--modify-window=-1",
         "--archive",
         "--delete",
         "--protect-args",
@@ -98,17 +97,11 @@ def test_hostless_server_cannot_be_reached_from_elsewhere() -> None:
 def test_directory_arguments_follow_method_arguments_and_dry_run() -> None:
     directory = Directory("a b/ü", arguments=("--exclude", "cache/"))
     _, _, argv = plan(Direction.PUSH, HERE, REMOTE, directory=directory, dry_run=True)
-    assert argv[1:8] == [
-        "--modify-window=-1",  # first, so that a script's own --modify-window wins
-        "--archive",
-        "--delete",
-        "--exclude",
-        "cache/",
-        "--protect-args",
-        "--mkpath",
-    ]
+    assert argv[1:7] == ["--archive", "--delete", "--exclude", "cache/", "--protect-args", "--mkpath"]
     assert "--dry-run" in argv and "--itemize-changes" in argv
     assert argv[-1] == "bk@r.example:/srv/remote/a b/ü/"
+    _, _, argv = plan(Direction.PUSH, HERE, REMOTE, directory=directory, nanoseconds=True)
+    assert argv[1:3] == ["--modify-window=-1", "--archive"]  # first: a script's own --modify-window wins
 
 
 def test_whole_root() -> None:
@@ -123,6 +116,7 @@ def test_progress_replaces_stats() -> None:
 
 def test_arguments_are_always_protected() -> None:
     assert OLD.safety_arguments() == ["--protect-args"]
-    assert OLD.comparison_arguments() == ["--modify-window=-1"]
-    assert Features((3, 1, 2)).comparison_arguments() == []
+    assert OLD.comparison_arguments(nanoseconds=True) == ["--modify-window=-1"]
+    assert OLD.comparison_arguments(nanoseconds=False) == []
+    assert Features((3, 1, 2)).comparison_arguments(nanoseconds=True) == []
     assert NEW.safety_arguments() == ["--protect-args", "--mkpath"]

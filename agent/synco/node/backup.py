@@ -22,7 +22,7 @@ from synco.node.pull import PullResult, check_mounted, run_transfer
 from synco.paths import normalize_relative
 from synco.pruning import prune
 from synco.resolution import CurrentDecision, is_local
-from synco.rsync_probe import local_features
+from synco.rsync_probe import keeps_nanoseconds, local_features
 from synco.snapshot_store import SnapshotStore
 from synco.transfer import plan_transfer
 
@@ -46,7 +46,7 @@ async def take_snapshot(
     started = time.monotonic()
     began = clock()
     settings = script.backup
-    unmounted = check_mounted(me)
+    unmounted = await asyncio.to_thread(check_mounted, me)
     if unmounted is not None:
         return PullResult(False, unmounted, 0.0, generation)
     store = replace(store_of(me), clock=clock)
@@ -67,6 +67,7 @@ async def take_snapshot(
     current = CurrentDecision(me.name, "the agent's own server")
     features = local_features()
     has_previous = store.latest_name() is not None
+    nanoseconds = await asyncio.to_thread(keeps_nanoseconds, me.root)
     for directory in snapshotting.directories:
         transfer = plan_transfer(
             snapshotting,
@@ -76,6 +77,7 @@ async def take_snapshot(
             is_local=lambda s: is_local(s, current, snapshotting),
             features=features,
             link_dest=has_previous,
+            nanoseconds=nanoseconds,
         )
         failure = await run_transfer(transfer)
         if failure is not None:

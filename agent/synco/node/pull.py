@@ -15,7 +15,7 @@ from synco.model import Direction, Script, Server
 from synco.paths import normalize_relative
 from synco.resolution import CurrentDecision, is_local
 from synco.rsync import Verdict, classify, describe_exit
-from synco.rsync_probe import local_features
+from synco.rsync_probe import keeps_nanoseconds, local_features
 from synco.transfer import Transfer, plan_transfer
 
 
@@ -44,12 +44,13 @@ async def pull(
     overwrite or delete is moved under `keep_aside/<directory>/` instead (rsync --backup-dir).
     """
     started = time.monotonic()
-    unmounted = check_mounted(me)
+    unmounted = await asyncio.to_thread(check_mounted, me)
     if unmounted is not None:
         return PullResult(False, unmounted, 0.0, generation)
     pulling = replace(script, method=replace(script.method, name="rsync", direction=Direction.PULL))
     current = CurrentDecision(me.name, "the agent's own server")
     features = local_features()
+    nanoseconds = await asyncio.to_thread(keeps_nanoseconds, me.root)
     for directory in pulling.directories:
         if keep_aside is not None:
             aside = posixpath.join(keep_aside, normalize_relative(directory.path))
@@ -63,6 +64,7 @@ async def pull(
             directory,
             is_local=lambda s: is_local(s, current, pulling),
             features=features,
+            nanoseconds=nanoseconds,
         )
         failure = await run_transfer(transfer)
         if failure is not None:
