@@ -1,13 +1,15 @@
 """When a backup server takes its next snapshot of the master: one decision per agent cycle,
 with its verdict (pure).
 
-A backup server does not mirror the master; it takes a snapshot every `interval` seconds.
-The schedule runs on wall-clock time because it continues from the newest published
-snapshot, whose name is its UTC time: a restarted agent does not take an extra snapshot.
+A backup server does not mirror the master; it takes a snapshot every `interval` seconds,
+on the multiples of the interval (an hourly schedule takes them on the hour, UTC, however
+long each takes). The schedule runs on wall-clock time because it continues from the
+newest snapshot, whose name is its UTC time: a restarted agent takes no extra snapshot.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -20,31 +22,42 @@ CLOCK_TOLERANCE = 60.0  # a newest snapshot further in the future than this: the
 @dataclass(frozen=True)
 class BackupTiming:
     interval: float = 3600.0  # a snapshot this often
-    retry: float = 10.0  # after a failed snapshot, wait this long before the next attempt
+    retry: float = 10.0  # after a failed snapshot, wait this long before the next attempt...
+    max_retry: float = 900.0  # ...doubling with each failure in a row, up to this (or the interval)
+
+    def retry_after(self, failures: int) -> float:
+        """The delay after `failures` failed attempts in a row."""
+        ceiling = max(self.retry, min(self.interval, self.max_retry))
+        return min(self.retry * 2.0 ** min(max(failures, 1) - 1, 30), ceiling)
 
 
 @dataclass(frozen=True)
 class BackupView:
-    """What a backup server knows at one instant (times are UNIX seconds)."""
+    """What a backup server knows at one instant (`now` and snapshot times are UNIX seconds)."""
 
     now: float
     master: str | None
-    latest_at: float | None = None  # when the newest published snapshot was taken
+    latest_at: float | None = None  # when the newest snapshot was taken (its name)
     latest: str | None = None  # its name
     running_from: str | None = None  # the master of the snapshot in progress
-    last_attempt_at: float | None = None  # when the last attempt ended
-    last_attempt_ok: bool = True
+    since_attempt: float | None = None  # seconds since the last attempt ended (monotonic)
+    failures: int = 0  # attempts that failed in a row (0: the last one succeeded)
     paused: bool = False
     requested: bool = False  # an operator asked for a snapshot now
 
 
+def due_at(latest_at: float, timing: BackupTiming) -> float:
+    """The first multiple of the interval after the newest snapshot."""
+    return (math.floor(latest_at / timing.interval) + 1) * timing.interval
+
+
 def wake_at(view: BackupView, timing: BackupTiming) -> float | None:
     """UNIX time the decision changes by itself (a snapshot falls due, a retry delay ends)."""
-    overdue = _overdue(view, timing)
-    if overdue is None:
+    if _overdue(view, timing) is None:
         assert view.latest_at is not None
-        return view.latest_at + timing.interval
-    return _retry_at(view, timing)
+        return due_at(view.latest_at, timing)
+    wait = _retry_wait(view, timing)
+    return view.now + wait if wait > 0 else None
 
 
 def decide(view: BackupView, timing: BackupTiming = BackupTiming()) -> Decision:
@@ -74,10 +87,12 @@ def decide(view: BackupView, timing: BackupTiming = BackupTiming()) -> Decision:
         return Decision(
             Action.IDLE,
             f"newest snapshot {view.latest}; next from {view.master} at "
-            f"{_clock(view.latest_at + timing.interval)} (every {describe_seconds(timing.interval)})",
+            f"{_clock(due_at(view.latest_at, timing))} (every {describe_seconds(timing.interval)})",
         )
-    if _retry_at(view, timing) is not None:
-        return Decision(Action.WAIT, f"last snapshot failed: retrying {view.master} after {timing.retry:g} s")
+    if _retry_wait(view, timing) > 0:
+        failed = "last snapshot failed" if view.failures == 1 else f"last {view.failures} snapshots failed"
+        delay = describe_seconds(timing.retry_after(view.failures))
+        return Decision(Action.WAIT, f"{failed}: retrying {view.master} after {delay}")
     return Decision(Action.SNAPSHOT, f"{overdue}: taking one from {view.master}")
 
 
@@ -87,16 +102,16 @@ def _overdue(view: BackupView, timing: BackupTiming) -> str | None:
         return "no snapshot yet"
     if view.latest_at > view.now + CLOCK_TOLERANCE:
         return f"the newest snapshot {view.latest} is in the future (the clock moved back?)"
-    if view.now >= view.latest_at + timing.interval:
+    if view.now >= due_at(view.latest_at, timing):
         return f"snapshot due (every {describe_seconds(timing.interval)})"
     return None
 
 
-def _retry_at(view: BackupView, timing: BackupTiming) -> float | None:
-    if view.last_attempt_ok or view.last_attempt_at is None:
-        return None
-    retry_at = view.last_attempt_at + timing.retry
-    return retry_at if retry_at > view.now else None
+def _retry_wait(view: BackupView, timing: BackupTiming) -> float:
+    """Seconds still to wait after failed attempts (0: none)."""
+    if view.failures == 0 or view.since_attempt is None:
+        return 0.0
+    return max(0.0, timing.retry_after(view.failures) - view.since_attempt)
 
 
 def describe_seconds(seconds: float) -> str:

@@ -149,11 +149,15 @@ class _Reader:
         if value is None:
             return None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return timedelta(seconds=value)
+            try:
+                return timedelta(seconds=value)
+            except OverflowError:
+                self.problem(_join(key, name), f"{value} seconds is too long")
+                return None
         if isinstance(value, str):
             try:
                 return parse_duration(value)
-            except ValueError as error:
+            except (ValueError, OverflowError) as error:
                 self.problem(_join(key, name), str(error))
                 return None
         self.problem(_join(key, name), f'must be seconds or a duration like "1h", not {_kind(value)}')

@@ -20,6 +20,7 @@ from pathlib import Path
 from synco import commands, shell
 from synco.errors import ConfigError, OperationError, SyncoError
 from synco.events import Scope, fire
+from synco.lock import snapshot_lock
 from synco.model import Directory, Event, Events, Script, Server
 from synco.paths import normalize_relative
 from synco.report import CopyRecord, EventRecord, RunReport
@@ -165,6 +166,12 @@ class Execution:
         scope = self._scope("server", server=target, target=target)
 
         def directories() -> bool:
+            if self.script.method.snapshots and self.is_local(target) and not self.dry_run:
+                with snapshot_lock(target.root):
+                    return write()
+            return write()
+
+        def write() -> bool:
             started = datetime.now(UTC)
             first_copy = len(self.report.copies)
             self._check_mountpoint(target)

@@ -37,9 +37,10 @@ def lock_path(identity: str) -> Path:
 class ScriptLock:
     """Held for the duration of a run; a second holder gets LockedError at once."""
 
-    def __init__(self, identity: str) -> None:
+    def __init__(self, identity: str, busy: str | None = None) -> None:
         self.identity = identity
         self.path = lock_path(identity)
+        self.busy = busy or f"another run of {identity} is in progress"
         self._fd: int | None = None
 
     def __enter__(self) -> ScriptLock:
@@ -53,9 +54,7 @@ class ScriptLock:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
             os.close(fd)
-            raise LockedError(
-                f"another run of {self.identity} is in progress ({holder}); lock {self.path}"
-            ) from None
+            raise LockedError(f"{self.busy} ({holder}); lock {self.path}") from None
         os.ftruncate(fd, 0)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         os.pwrite(fd, f"pid {os.getpid()} since {stamp}\n".encode(), 0)
@@ -74,3 +73,11 @@ class ScriptLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+
+
+def snapshot_lock(root: str | Path) -> ScriptLock:
+    """One writer of a snapshot root at a time (the agent of a backup server, `synco run`
+    into a local target, `synco rotate`, `synco prune`): one would otherwise publish or
+    erase beside the other."""
+    where = os.path.realpath(root)
+    return ScriptLock(f"snapshots:{where}", f"another synco is writing snapshots in {where}")

@@ -17,6 +17,7 @@ PERIODS = ("hourly", "daily", "weekly", "monthly", "quarterly", "yearly")
 DEFAULT_COUNTS = {"hourly": 24, "daily": 28, "weekly": 52, "monthly": 36, "quarterly": 40, "yearly": 20}
 
 BucketKey = tuple[int, ...]
+FUTURE_TOLERANCE = timedelta(minutes=1)
 
 BUCKETS: dict[str, Callable[[datetime], BucketKey]] = {
     "hourly": lambda t: (t.year, t.month, t.day, t.hour),
@@ -86,10 +87,17 @@ def plan(
 ) -> list[Decision]:
     """A decision for every snapshot, newest first; reasons say which rules keep it."""
     policy = policy.effective()
-    ordered = sorted(snapshots, key=lambda s: s.order, reverse=True)
-    reasons: dict[str, list[str]] = {s.name: [] for s in ordered}
+    everything = sorted(snapshots, key=lambda s: s.order, reverse=True)
+    reasons: dict[str, list[str]] = {s.name: [] for s in everything}
     if latest is not None and latest in reasons:
         reasons[latest].append("latest")
+    # Snapshots named after `now` were taken while the clock was ahead: counted, they would
+    # take the newest places of every rule and push the real recent snapshots out.
+    horizon_ahead = now + FUTURE_TOLERANCE
+    ordered = [s for s in everything if s.time <= horizon_ahead]
+    for snapshot in everything:
+        if snapshot.time > horizon_ahead:
+            reasons[snapshot.name].append("in the future: check the clock")
     if policy.keep_last is not None:
         for index, snapshot in enumerate(ordered[: policy.keep_last], start=1):
             reasons[snapshot.name].append(f"last #{index}")
@@ -104,7 +112,7 @@ def plan(
             continue
         for index, snapshot in enumerate(_representatives(ordered, period, policy)[:count], start=1):
             reasons[snapshot.name].append(f"{period} #{index}")
-    return [Decision(s, tuple(reasons[s.name])) for s in ordered]
+    return [Decision(s, tuple(reasons[s.name])) for s in everything]
 
 
 def _representatives(ordered: Sequence[Snapshot], period: str, policy: Policy) -> list[Snapshot]:

@@ -171,11 +171,19 @@ class SnapshotStore:
         previous = self.latest_name()
         self._write_metadata(source, name, now, previous, metadata, with_manifest, backend)
         _syncfs(self.root)
-        if backend == "btrfs":
-            btrfs.snapshot_readonly(source, self.root / name)
-        else:
-            os.rename(source, self.root / name)
-        self._point_latest_at(name)
+        # The new `latest` is made first: a root that cannot hold it fails before anything is
+        # published (a snapshot published without `latest` would be taken again and again).
+        pointer = self._new_latest(name)
+        try:
+            if backend == "btrfs":
+                btrfs.snapshot_readonly(source, self.root / name)
+            else:
+                os.rename(source, self.root / name)
+        except BaseException:
+            os.unlink(pointer)
+            raise
+        os.replace(pointer, self.root / self.latest)
+        _fsync_directory(self.root)
         return name
 
     def _write_metadata(
@@ -215,13 +223,13 @@ class SnapshotStore:
         temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         os.replace(temporary, directory / METADATA_FILE)
 
-    def _point_latest_at(self, name: str) -> None:
+    def _new_latest(self, name: str) -> Path:
+        """A symlink to `name` beside `latest`, to be renamed over it."""
         temporary = self.root / f".{self.latest}.synco-{os.getpid()}"
         if os.path.lexists(temporary):
             os.unlink(temporary)
         os.symlink(name, temporary)
-        os.replace(temporary, self.root / self.latest)
-        _fsync_directory(self.root)
+        return temporary
 
     def delete(self, name: str) -> None:
         """Delete one snapshot: a symlink is removed, never followed; a tree is first renamed

@@ -275,8 +275,8 @@ def _backup_problems(script: Script) -> Iterator[Problem]:
         return
     if not backups and backup != BackupSettings():
         yield Problem("backup", 'applies to servers with role = "backup", and there is none')
-    if backup.interval <= 0:
-        yield Problem("backup.interval", "must be more than 0 seconds")
+    if not backup.interval >= 1:
+        yield Problem("backup.interval", "must be 1 second or more (snapshot names count whole seconds)")
     if backup.backend not in SNAPSHOT_BACKENDS:
         yield Problem("backup.backend", f"{backup.backend!r} is not one of: {', '.join(SNAPSHOT_BACKENDS)}")
     policy = backup.policy
@@ -287,6 +287,24 @@ def _backup_problems(script: Script) -> Iterator[Problem]:
         yield Problem("backup.keep_last", f"must be 0 or more, not {policy.keep_last}")
     if policy.keep_within is not None and policy.keep_within.total_seconds() <= 0:
         yield Problem("backup.keep_within", "must be longer than 0 seconds")
+    keeps_something = any(policy.counts.values()) or policy.keep_last or policy.keep_within
+    if backup.prune and policy.has_rules and not keeps_something:
+        yield Problem(
+            "backup",
+            "this policy keeps only the newest snapshot: every other one would be erased after each "
+            "snapshot; give a rule above 0, or set prune = false",
+        )
+    for index, a in enumerate(script.servers):
+        for b in script.servers[index + 1 :]:
+            if (
+                a.role == b.role == Role.BACKUP
+                and same_host(a, b)
+                and (contains(a.root, b.root) or contains(b.root, a.root))
+            ):
+                yield Problem(
+                    f"servers.{b.name}.root",
+                    f"backup servers {a.name} and {b.name} would write snapshots into one tree on one host",
+                )
 
 
 def _dns_problems(script: Script) -> Iterator[Problem]:

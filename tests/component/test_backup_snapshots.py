@@ -44,12 +44,12 @@ def snapshot(script: Script, clock: Callable[[], datetime] | None = None, genera
 
 
 def hours(start: datetime) -> Callable[[], datetime]:
-    """A clock that moves one hour each time a snapshot is published (two reads per snapshot)."""
+    """A clock that moves on one hour each time it is read: every snapshot gets its own name."""
     reads = [0]
 
     def now() -> datetime:
         reads[0] += 1
-        return start + timedelta(hours=reads[0] // 3)
+        return start + timedelta(hours=reads[0])
 
     return now
 
@@ -148,3 +148,69 @@ def test_cancelled_snapshot_leaves_latest_intact_and_stops_rsync(tmp_path: Path)
     again = snapshot(script, hours(datetime.now(UTC) + timedelta(hours=1)))
     assert again.ok, again.message
     assert (tmp_path / "backup" / "latest" / "srv/slow.bin").stat().st_size == 4 << 20
+
+
+def test_a_root_refusing_the_latest_link_publishes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot published without `latest` would be taken again at every retry, each one a
+    full copy: `latest` is prepared first, and its failure publishes nothing."""
+    script = script_in(tmp_path)
+    write_tree(tmp_path / "master", {"srv/a": "1", "etc/app/b": "2"})
+
+    def refuse(*arguments: object, **options: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "symlink", refuse)  # the OS boundary: a file system without symlinks
+    result = snapshot(script)
+    assert not result.ok and "publishing the snapshot" in result.message
+    store = SnapshotStore(tmp_path / "backup")
+    assert store.snapshots() == []
+    assert (tmp_path / "backup" / "latest.snapshot" / "srv/a").exists()  # kept for the next attempt
+    monkeypatch.undo()
+    assert snapshot(script).ok and len(store.snapshots()) == 1
+
+
+def test_one_writer_of_a_snapshot_root_at_a_time(tmp_path: Path) -> None:
+    """A `synco prune` or `rotate` (or another agent) writing the root: the snapshot waits its turn."""
+    from synco.lock import snapshot_lock
+    from tests.support.cli import synco
+
+    script = script_in(tmp_path)
+    write_tree(tmp_path / "master", {"srv/a": "1", "etc/app/b": "2"})
+    with snapshot_lock(tmp_path / "backup"):
+        result = snapshot(script)
+        assert not result.ok and "another synco is writing snapshots in" in result.message
+        prune = synco("--root", str(tmp_path / "backup"), "prune", "--keep-last", "1")
+        assert prune.returncode == 1 and "another synco is writing snapshots" in prune.stderr
+    assert snapshot(script).ok
+
+
+def test_cancelled_while_publishing_publishes_completely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publication runs to its end even when the agent cancels: half-watched, the next snapshot
+    could start beside it."""
+    import time
+
+    script = script_in(tmp_path)
+    write_tree(tmp_path / "master", {"srv/a": "1", "etc/app/b": "2"})
+    original = SnapshotStore.publish
+
+    def slow_publish(self: SnapshotStore, *arguments: object, **options: object) -> str:
+        time.sleep(1.0)
+        return original(self, *arguments, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SnapshotStore, "publish", slow_publish)
+
+    async def cancel_while_publishing() -> None:
+        task = asyncio.create_task(take_snapshot(script, script.server("s01"), script.server("b01"), 1))
+        await asyncio.sleep(0.6)  # the copy is done; publication sleeps
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(cancel_while_publishing(), timeout=60))
+    store = SnapshotStore(tmp_path / "backup")
+    assert len(store.snapshots()) == 1 and store.latest_name() == store.snapshots()[0].name
+    assert not (tmp_path / "backup" / "latest.snapshot").exists()

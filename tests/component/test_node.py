@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from synco.errors import OperationError
+from synco.errors import ConfigError, OperationError
+from synco.model import Script
 from synco.node.state import NodeState, load_state, save_state
 from synco.node.watch import Batch, generations
 
@@ -69,3 +70,64 @@ def test_changes_become_generations(tmp_path: Path) -> None:
     batches = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
     assert [b.generation for b in batches] == [11, 12, 13, 14]
     assert all(b.changes >= 1 for b in batches)
+
+
+def backup_cluster(tmp_path: Path, interval: str = "1h") -> Script:
+    from synco.config import parse_script
+
+    text = f"""\
+master = "s01"
+[agent]
+insecure = true
+state_dir = "{tmp_path}/state"
+control_socket = "{tmp_path}/{{server}}.sock"
+[servers.s01]
+root = "{tmp_path}/s01"
+agent = "127.0.0.1:7401"
+[servers.b01]
+root = "{tmp_path}/b01"
+agent = "127.0.0.1:7402"
+role = "backup"
+[backup]
+interval = "{interval}"
+[[directories]]
+path = "srv"
+"""
+    script, problems = parse_script(text)
+    assert script is not None, problems
+    return script
+
+
+def test_a_backup_server_named_master_by_dns_does_nothing(tmp_path: Path) -> None:
+    """DNS may name any host; a backup server holds snapshots, not a live copy: it neither
+    watches nor snapshots itself, and says why."""
+    from synco.node.node import Node
+    from synco.v1 import peer_pb2
+
+    async def scenario() -> Node:
+        node = Node(backup_cluster(tmp_path), "b01")
+        node.set_master("b01", "the DNS name points at b01")
+        node.cycle()
+        return node
+
+    node = asyncio.run(scenario())
+    assert node.verdict.startswith("named master, but a backup server keeps snapshots")
+    assert node.pull_task is None and not node.is_master
+    assert node.heartbeat().role == peer_pb2.ROLE_BACKUP
+
+
+def test_reloading_the_backup_schedule(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from synco.node.node import Node
+
+    node = Node(backup_cluster(tmp_path), "b01")
+    changes = node.reload(backup_cluster(tmp_path, interval="15m"))
+    assert changes == ["backup schedule and policy"]
+    assert node.backup_timing.interval == 900
+    script = backup_cluster(tmp_path)
+    as_replica = replace(
+        script, servers=(script.server("s01"), replace(script.server("b01"), role="replica"))
+    )
+    with pytest.raises(ConfigError, match="roles"):
+        node.reload(as_replica)

@@ -112,17 +112,19 @@ def test_read_only_directories_are_erased_by_their_owner(shared_dir: Path) -> No
     setpriv = need("setpriv")
     for name in NAMES[:2]:
         write_tree(shared_dir / name, {"ro/deeper/file": "x", "ro/file": "y"})
-    subprocess.run(["chown", "-R", "nobody:nogroup", str(shared_dir)], check=True)
+    locks = shared_dir / ".nobody-locks"  # where nobody may lock (not a snapshot name: ignored)
+    locks.mkdir()
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(shared_dir), str(locks)], check=True)
     for name in NAMES[:2]:
         for directory in ("ro/deeper", "ro", ""):
             (shared_dir / name / directory).chmod(0o555)
     result = subprocess.run(
         [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m",
          "synco.cli.main", "--root", str(shared_dir), "prune", "--keep-last", "1", "--now", NOW],
-        capture_output=True, text=True, env={**os.environ, "HOME": "/"},
+        capture_output=True, text=True, env={**os.environ, "HOME": "/", "SYNCO_LOCK_DIR": str(locks)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(shared_dir)) == [NAMES[1]]
+    assert sorted(os.listdir(shared_dir)) == [".nobody-locks", NAMES[1]]
 
 
 def test_rotate_publishes_and_collisions_get_a_suffix(tmp_path: Path) -> None:

@@ -55,17 +55,32 @@ TAKEN = dict(
             "snapshot due (every 1h): taking one from s01",
         ),
         (
-            {"latest_at": NOW - 7200, "last_attempt_ok": False, "last_attempt_at": NOW - 5},
+            {"latest_at": NOW - 7200, "failures": 1, "since_attempt": 5},
             Action.WAIT,
-            "last snapshot failed: retrying s01 after 10 s",
+            "last snapshot failed: retrying s01 after 10s",
         ),
         (
-            {"latest_at": NOW - 7200, "last_attempt_ok": False, "last_attempt_at": NOW - 11},
+            {"latest_at": NOW - 7200, "failures": 1, "since_attempt": 11},
             Action.SNAPSHOT,
             "snapshot due (every 1h): taking one from s01",
         ),
+        (  # failures in a row back off: 10, 20, 40 s...
+            {"latest_at": NOW - 7200, "failures": 3, "since_attempt": 30},
+            Action.WAIT,
+            "last 3 snapshots failed: retrying s01 after 40s",
+        ),
+        (  # ...up to 15 minutes
+            {"latest_at": NOW - 7200, "failures": 40, "since_attempt": 800},
+            Action.WAIT,
+            "last 40 snapshots failed: retrying s01 after 15m",
+        ),
+        (  # the snapshot falls on the next multiple of the interval, however long the last took
+            {"latest_at": NOW - 1500, "latest": "2026.11.26-12.05.00"},
+            Action.IDLE,
+            "newest snapshot 2026.11.26-12.05.00; next from s01 at 2026-11-26 13:00:00 UTC (every 1h)",
+        ),
         (  # a failed operator request does not bring the schedule forward
-            {"last_attempt_ok": False, "last_attempt_at": NOW - 60},
+            {"failures": 1, "since_attempt": 60},
             Action.IDLE,
             "newest snapshot 2026.11.26-12.00.00; next from s01 at 2026-11-26 13:00:00 UTC (every 1h)",
         ),
@@ -78,7 +93,7 @@ TAKEN = dict(
         (  # a clock a few seconds ahead on the previous run is no reason for a snapshot
             {"latest_at": NOW + 30},
             Action.IDLE,
-            "newest snapshot 2026.11.26-12.00.00; next from s01 at 2026-11-26 13:30:30 UTC (every 1h)",
+            "newest snapshot 2026.11.26-12.00.00; next from s01 at 2026-11-26 13:00:00 UTC (every 1h)",
         ),
     ],
 )
@@ -92,7 +107,7 @@ def test_wake_at() -> None:
     overdue = BackupView(**{**TAKEN, "latest_at": NOW - 7200})  # type: ignore[arg-type]
     assert wake_at(overdue, T) is None  # due now: no timer needed
     failed = BackupView(  # type: ignore[arg-type]
-        **{**TAKEN, "latest_at": NOW - 7200, "last_attempt_ok": False, "last_attempt_at": NOW - 4}
+        **{**TAKEN, "latest_at": NOW - 7200, "failures": 1, "since_attempt": 4}
     )
     assert wake_at(failed, T) == NOW + 6
 
@@ -104,8 +119,8 @@ VIEWS = st.builds(
     latest_at=st.none() | st.floats(0, 1e9),
     latest=st.sampled_from([None, "x"]),
     running_from=st.sampled_from([None, "s01", "s02"]),
-    last_attempt_at=st.none() | st.floats(0, 1e9),
-    last_attempt_ok=st.booleans(),
+    since_attempt=st.none() | st.floats(0, 1e6),
+    failures=st.integers(0, 50),
     paused=st.booleans(),
     requested=st.booleans(),
 )
@@ -121,9 +136,12 @@ def test_safety(view: BackupView, interval: float) -> None:
         assert decision.action in (Action.WAIT, Action.CANCEL)
     if view.paused or view.master is None:
         assert decision.action in (Action.IDLE, Action.CANCEL)
-    # when idle with nothing running, a timer says when to look again (the loop never stalls)
+    # when idle with nothing running, a timer says when to look again (the loop never stalls);
+    # the next snapshot is never due later than one interval after the newest
     waiting = decision.action == Action.WAIT and view.running_from is None
     if (decision.action == Action.IDLE and not view.paused and view.master is not None) or waiting:
         due = wake_at(view, timing)
         assert due is not None and due > view.now
+        if decision.action == Action.IDLE and view.latest_at is not None:
+            assert due <= view.latest_at + interval * (1 + 1e-9) + 1e-6
     assert decision.verdict

@@ -216,7 +216,11 @@ def test_backup_defaults_to_hourly_snapshots_and_the_default_policy() -> None:
     ("table", "key", "words"),
     [
         ('interval = "soon"', "backup.interval", "not a duration"),
-        ("interval = 0", "backup.interval", "more than 0"),
+        ("interval = 0", "backup.interval", "1 second or more"),
+        ("interval = 0.5", "backup.interval", "1 second or more"),
+        ("interval = 1e300", "backup.interval", "too long"),
+        ("hourly = 0", "backup", "keeps only the newest snapshot"),
+        ("hourly = 0\nkeep_last = 0", "backup", "keeps only the newest snapshot"),
         ("interval = true", "backup.interval", "seconds or a duration"),
         ('backend = "zfs"', "backup.backend", "not one of"),
         ("daily = -1", "backup.daily", "0 or more"),
@@ -266,3 +270,28 @@ def test_a_backup_server_snapshots_beside_a_master_on_the_same_host() -> None:
     assert problems == []
     _, problems = parse_script(text.replace('role = "backup"\n', ""))
     assert [p.key for p in problems] == ["servers.b01.root"]
+
+
+def test_a_policy_keeping_only_the_newest_is_fine_without_pruning() -> None:
+    _, problems = parse_script(BACKUP + "[backup]\nhourly = 0\nprune = false\n")
+    assert problems == []
+
+
+def test_two_backup_servers_cannot_share_a_snapshot_tree() -> None:
+    text = textwrap.dedent(
+        """\
+        master = "s01"
+        [servers.s01]
+        root = "/srv"
+        [servers.b01]
+        root = "/backup"
+        role = "backup"
+        [servers.b02]
+        root = "/backup"
+        role = "backup"
+        [[directories]]
+        path = "http"
+        """
+    )
+    _, problems = parse_script(text)
+    assert [p.key for p in problems] == ["servers.b02.root"]

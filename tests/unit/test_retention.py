@@ -76,12 +76,13 @@ def test_quarters_and_months() -> None:
     q = snaps(
         "2026-01-01T00:00", "2026-03-31T23:59", "2026-04-01T00:00", "2026-09-30T00:00", "2026-10-01T00:00"
     )
-    assert kept(plan(q, NOW, Policy({"quarterly": 3}))) == {
+    later = datetime(2026, 12, 1, tzinfo=UTC)
+    assert kept(plan(q, later, Policy({"quarterly": 3}))) == {
         "2026-10-01T00:00": ("quarterly #1",),
         "2026-09-30T00:00": ("quarterly #2",),
         "2026-04-01T00:00": ("quarterly #3",),
     }
-    assert kept(plan(q, NOW, Policy({"monthly": 10}))) == {
+    assert kept(plan(q, later, Policy({"monthly": 10}))) == {
         "2026-10-01T00:00": ("monthly #1",),
         "2026-09-30T00:00": ("monthly #2",),
         "2026-04-01T00:00": ("monthly #3",),
@@ -194,3 +195,16 @@ def test_properties(
     # a second prune with the same now erases nothing
     survivors = [d.snapshot for d in decisions if d.keep]
     assert all(d.keep for d in plan(survivors, NOW, policy, latest))
+
+
+def test_snapshots_from_the_future_are_kept_and_not_counted() -> None:
+    """Taken while the clock was ahead: they must not take the newest places of the rules."""
+    recent = snaps("2026-05-29T12:00", "2026-05-30T12:00", "2026-05-31T12:00")
+    ahead = snaps("2030-01-01T00:00", "2030-01-02T00:00")
+    decisions = plan(recent + ahead, NOW, Policy(keep_last=2))
+    assert kept(decisions) == {
+        "2030-01-02T00:00": ("in the future: check the clock",),
+        "2030-01-01T00:00": ("in the future: check the clock",),
+        "2026-05-31T12:00": ("last #1",),
+        "2026-05-30T12:00": ("last #2",),
+    }

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from synco.cli.output import emit_json
 from synco.cli.rotate import add_store_arguments, store
 from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from synco.lock import snapshot_lock
 from synco.pruning import prune
 from synco.retention import DEFAULT_COUNTS, PERIODS, Policy, parse_duration
 
@@ -91,7 +92,11 @@ def command(root: Path, arguments: argparse.Namespace) -> int:
     print(
         f"prune {root}: {policy.effective().describe()}{' (dry run)' if arguments.dry_run else ''}", file=log
     )
-    pruning = prune(snapshots_store, policy, now, dry_run=arguments.dry_run)
+    if arguments.dry_run:
+        pruning = prune(snapshots_store, policy, now, dry_run=True)
+    else:
+        with snapshot_lock(root):
+            pruning = prune(snapshots_store, policy, now)
     latest, failures = pruning.latest, pruning.failures
     results = []
     for outcome in pruning.outcomes:

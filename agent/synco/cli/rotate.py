@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from synco.errors import EXIT_OK, ConfigError
+from synco.lock import snapshot_lock
 from synco.snapshot_names import DEFAULT_FORMAT, IN_PROGRESS, LATEST
 from synco.snapshot_store import BACKENDS, SnapshotStore
 
@@ -50,9 +51,10 @@ def command(root: Path, arguments: argparse.Namespace) -> int:
             raise ConfigError(f"--metadata is not JSON: {error}") from error
         if not isinstance(metadata, dict):
             raise ConfigError("--metadata must be a JSON object")
-    name = store(root, arguments).publish(
-        metadata, with_manifest=arguments.manifest, backend=arguments.backend
-    )
+    with snapshot_lock(root):
+        name = store(root, arguments).publish(
+            metadata, with_manifest=arguments.manifest, backend=arguments.backend
+        )
     print(name)
     return EXIT_OK
 

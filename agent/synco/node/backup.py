@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from synco.errors import SyncoError
+from synco.errors import LockedError, SyncoError
+from synco.lock import snapshot_lock
 from synco.model import Direction, Method, Script, Server
 from synco.node.pull import PullResult, check_mounted, run_transfer
 from synco.paths import normalize_relative
 from synco.pruning import prune
 from synco.resolution import CurrentDecision, is_local
+from synco.retention import Policy
 from synco.rsync_probe import keeps_nanoseconds, local_features
 from synco.snapshot_store import SnapshotStore
 from synco.transfer import plan_transfer
@@ -44,17 +46,36 @@ async def take_snapshot(
 ) -> PullResult:
     """Snapshot the master's directories into `me`'s root (rsync runs here, pulling)."""
     started = time.monotonic()
-    began = clock()
-    settings = script.backup
     unmounted = await asyncio.to_thread(check_mounted, me)
     if unmounted is not None:
         return PullResult(False, unmounted, 0.0, generation)
+    try:
+        with snapshot_lock(me.root):
+            return await _take(script, master, me, generation, clock, started)
+    except LockedError as error:
+        return PullResult(False, str(error), time.monotonic() - started, generation)
+
+
+async def _take(
+    script: Script,
+    master: Server,
+    me: Server,
+    generation: int,
+    clock: Callable[[], datetime],
+    started: float,
+) -> PullResult:
+    began = clock()
+    settings = script.backup
     store = replace(store_of(me), clock=clock)
+
+    def failed(message: str) -> PullResult:
+        return PullResult(False, message, time.monotonic() - started, generation)
+
     directories = [normalize_relative(d.path) for d in script.directories]
     try:
         removed = await _finish(asyncio.to_thread(store.begin, settings.backend, directories))
     except (OSError, SyncoError) as error:
-        return PullResult(False, f"preparing the snapshot: {error}", time.monotonic() - started, generation)
+        return failed(f"preparing the snapshot: {error}")
     for path in removed:
         log.info("%s: removed %s from the snapshot in progress: no longer copied", me.name, path)
     method = Method(
@@ -81,7 +102,7 @@ async def take_snapshot(
         )
         failure = await run_transfer(transfer)
         if failure is not None:
-            return PullResult(False, failure, time.monotonic() - started, generation)
+            return failed(failure)
     metadata = {
         "source": master.name,
         "target": me.name,
@@ -97,19 +118,29 @@ async def take_snapshot(
             )
         )
     except (OSError, SyncoError) as error:
-        return PullResult(False, f"publishing the snapshot: {error}", time.monotonic() - started, generation)
+        return failed(f"publishing the snapshot: {error}")
     message = f"snapshot {name}"
     if settings.prune:
-        pruning = await _finish(asyncio.to_thread(prune, store, settings.policy, clock()))
-        erased = [o.decision.snapshot.name for o in pruning.outcomes if o.erased]
-        failures = pruning.failures
-        if erased:
-            message += f"; pruned {len(erased)}"
-            log.info("%s: pruned %s (%s)", me.name, ", ".join(erased), settings.policy.effective().describe())
-        if failures:
-            message += f"; {len(failures)} could not be pruned: {failures[0]}"
-            log.warning("%s: pruning failed: %s", me.name, "; ".join(failures))
+        message += await _prune(store, settings.policy, clock(), me.name)
     return PullResult(True, message, time.monotonic() - started, generation, snapshot=name)
+
+
+async def _prune(store: SnapshotStore, policy: Policy, now: datetime, me: str) -> str:
+    """Prune after a snapshot; what to add to its message (a failure does not undo the snapshot)."""
+    try:
+        pruning = await _finish(asyncio.to_thread(prune, store, policy, now))
+    except (OSError, SyncoError) as error:
+        log.warning("%s: pruning failed: %s", me, error)
+        return f"; pruning failed: {error}"
+    erased = [o.decision.snapshot.name for o in pruning.outcomes if o.erased]
+    note = ""
+    if erased:
+        note += f"; pruned {len(erased)}"
+        log.info("%s: pruned %s (%s)", me, ", ".join(erased), policy.effective().describe())
+    if pruning.failures:
+        note += f"; {len(pruning.failures)} could not be pruned: {pruning.failures[0]}"
+        log.warning("%s: pruning failed: %s", me, "; ".join(pruning.failures))
+    return note
 
 
 async def _finish(work: Awaitable[T]) -> T:

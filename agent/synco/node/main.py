@@ -48,7 +48,7 @@ def sd_notify(message: str) -> None:
 
 async def serve(script: Script, me: str) -> None:
     for item in preflight(script, me):
-        if not item.ok and item.what.startswith(("certificate", "private key", "agent.")):
+        if item.fatal:  # its peers would refuse it: say so now, not in every handshake
             raise ConfigError(f"{item.what}: {item.detail}")
         if not item.ok or item.warning:
             log.warning("%s: %s", me, item.line())

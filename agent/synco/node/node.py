@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from synco import backup_schedule, replication
-from synco.errors import ConfigError
+from synco.errors import ConfigError, SyncoError
 from synco.model import AgentSettings, Role, Script, Server
 from synco.node.backup import store_of, take_snapshot
 from synco.node.metrics import Metrics
@@ -25,7 +25,6 @@ from synco.node.tls import load_credentials
 from synco.node.watch import generations
 from synco.paths import normalize_relative
 from synco.resolver import resolve
-from synco.snapshot_names import parse_name
 from synco.v1 import peer_pb2, peer_pb2_grpc
 
 PROTOCOL_VERSION = 1
@@ -74,8 +73,8 @@ class Node:
             self.settings.debounce, self.settings.periodic_pull, self.settings.pull_retry
         )
         self.backup_timing = backup_schedule.BackupTiming(script.backup.interval, self.settings.pull_retry)
-        self.latest_snapshot: tuple[str, float] | None = self._read_latest_snapshot()
-        self.last_attempt_wall: float | None = None
+        self.latest_snapshot: tuple[str, float] | None = self._newest_snapshot()
+        self.failures = 0  # pulls (or snapshots) that failed in a row
         self.master: str | None = script.master if script.master in script.server_names else None
         self.changed = asyncio.Condition()
         self.master_generation = 0
@@ -151,16 +150,20 @@ class Node:
     def is_backup(self) -> bool:
         return self.me.role == Role.BACKUP
 
-    def _read_latest_snapshot(self) -> tuple[str, float] | None:
-        """A backup server's newest published snapshot and its time, from its root."""
+    def _newest_snapshot(self) -> tuple[str, float] | None:
+        """A backup server's newest snapshot (by its name) and its time, read from its root:
+        the schedule continues from it, whatever became of the attempts that made it."""
         if not self.is_backup:
             return None
         try:
-            name = store_of(self.me).latest_name()
-        except OSError:
+            snapshots = store_of(self.me).snapshots()
+        except (OSError, SyncoError) as error:
+            log.warning("%s: %s", self.me.name, error)
             return None
-        parsed = parse_name(name) if name is not None else None
-        return None if name is None or parsed is None else (name, parsed[0].timestamp())
+        if not snapshots:
+            return None
+        newest = snapshots[-1]
+        return newest.name, newest.time.timestamp()
 
     def role(self) -> peer_pb2.Role.ValueType:
         if self.is_master:
@@ -294,7 +297,13 @@ class Node:
         return backup_schedule.wake_at(self._backup_view(), self.backup_timing)
 
     def _update_metrics(self) -> None:
-        behind = not self.is_master and self.master_generation > self.state.pulled_generation
+        # A backup server is behind by design between snapshots: its freshness is the time of
+        # its newest snapshot, not a lag that alerts would fire on.
+        behind = (
+            not self.is_master
+            and not self.is_backup
+            and self.master_generation > self.state.pulled_generation
+        )
         if behind and self.behind_since is None:
             self.behind_since = self.last_change_at or self.clock()
         elif not behind:
@@ -308,7 +317,9 @@ class Node:
         metrics.generation.set(self.state.generation if self.is_master else self.state.pulled_generation)
         metrics.master_generation.set(self.state.generation if self.is_master else self.master_generation)
         metrics.lag.set(
-            0 if self.is_master else max(0, self.master_generation - self.state.pulled_generation)
+            0
+            if self.is_master or self.is_backup
+            else max(0, self.master_generation - self.state.pulled_generation)
         )
         metrics.lag_seconds.set(self.lag_seconds())
         now = self.clock()
@@ -339,8 +350,8 @@ class Node:
             latest_at=latest[1] if latest else None,
             latest=latest[0] if latest else None,
             running_from=self.pulling_from,
-            last_attempt_at=self.last_attempt_wall,
-            last_attempt_ok=self.last_pull.ok if self.last_pull else True,
+            since_attempt=None if self.last_pull_at is None else self.clock() - self.last_pull_at,
+            failures=self.failures,
             paused=self.paused,
             requested=self.sync_requested,
         )
@@ -379,9 +390,12 @@ class Node:
     def _finish_pull(self, task: asyncio.Task[PullResult]) -> None:
         source, self.pulling_from, self.pull_task, self.cancelling = self.pulling_from, None, None, False
         self.last_pull_at, self.last_pull_unix = self.clock(), time.time()
-        self.last_attempt_wall = self.wall()
+        if self.is_backup:  # a cancelled snapshot may still have been published meanwhile
+            self.latest_snapshot = self._newest_snapshot()
         if task.cancelled():
-            log.info("%s: pull from %s cancelled", self.me.name, source)
+            log.info(
+                "%s: %s from %s cancelled", self.me.name, "snapshot" if self.is_backup else "pull", source
+            )
             return  # neither a success nor a failure: no retry delay, health unchanged
         error = task.exception()
         if error is not None:  # a bug or a missing program must not take the agent down
@@ -389,6 +403,7 @@ class Node:
         else:
             result = task.result()
         self.last_pull = result
+        self.failures = 0 if result.ok else self.failures + 1
         self.metrics.pull_seconds.observe(result.seconds)
         if not result.ok:
             self.metrics.pull_failures.inc()
@@ -396,7 +411,6 @@ class Node:
             self.state = replace(self.state, pulled_generation=result.generation, pulled_master=source)
             save_state(self.state_path, self.state)
             if result.snapshot is not None:
-                self.latest_snapshot = self._read_latest_snapshot()
                 self.metrics.snapshots.inc()
             log.info(
                 "%s: %s generation %d from %s in %.2f s%s",
@@ -408,7 +422,8 @@ class Node:
                 f": {result.message}" if result.snapshot else "",
             )
         else:
-            log.warning("%s: pull from %s failed: %s", self.me.name, source, result.message)
+            what = "snapshot" if self.is_backup else "pull"
+            log.warning("%s: %s from %s failed: %s", self.me.name, what, source, result.message)
 
     # -- talking to peers ------------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from synco import btrfs
 from synco.errors import SyncoError
@@ -30,10 +30,14 @@ class Check:
     what: str
     detail: str
     warning: bool = False  # ok, but the operator should act soon
+    fatal: bool = False  # the agent cannot work with this: it refuses to start
 
     def line(self) -> str:
         mark = "FAIL" if not self.ok else ("WARN" if self.warning else "ok")
         return f"{mark:<5} {self.what}: {self.detail}"
+
+
+HINT = "scripts/certs makes a CA and node certificates; or set insecure = true for a loopback-only cluster"
 
 
 def preflight(script: Script, me: str, now: datetime | None = None) -> list[Check]:
@@ -79,62 +83,99 @@ def _certificates(script: Script, me: str, now: datetime) -> list[Check]:
         try:
             contents[key] = path.read_bytes()
         except OSError as error:
-            checks.append(Check(False, f"agent.{key} {path}", f"cannot read: {error.strerror}"))
+            checks.append(
+                Check(False, f"agent.{key} {path}", f"cannot read: {error.strerror} ({HINT})", fatal=True)
+            )
     if checks:
         return checks
     try:
-        ca = x509.load_pem_x509_certificate(contents["ca_file"])
+        authorities = x509.load_pem_x509_certificates(contents["ca_file"])
     except ValueError as error:
-        return [Check(False, f"agent.ca_file {paths['ca_file']}", f"not a PEM certificate: {error}")]
+        return [Check(False, f"agent.ca_file {paths['ca_file']}", f"no PEM certificate: {error}", fatal=True)]
     try:
-        certificate = x509.load_pem_x509_certificate(contents["cert_file"])
+        chain = x509.load_pem_x509_certificates(contents["cert_file"])
     except ValueError as error:
-        return [Check(False, f"agent.cert_file {paths['cert_file']}", f"not a PEM certificate: {error}")]
+        return [
+            Check(False, f"agent.cert_file {paths['cert_file']}", f"no PEM certificate: {error}", fatal=True)
+        ]
+    certificate = chain[0]
     what = f"certificate {paths['cert_file']}"
-    problems = []
-    try:
-        certificate.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature) as error:
-        problems.append(f"not issued by the cluster CA {paths['ca_file']} ({type(error).__name__})")
-    names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    if names != [me]:
-        problems.append(
-            f"names {', '.join(map(str, names)) or 'nobody'} (CN), not {me}: peers would refuse it"
-        )
-    try:
-        alternative = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
-        dns_names = alternative.value.get_values_for_type(x509.DNSName)  # type: ignore[attr-defined]
-    except x509.ExtensionNotFound:
-        dns_names = []
-    if me not in dns_names:
-        problems.append(f"its subjectAltName lacks DNS:{me}, which peers check when they connect")
-    until = certificate.not_valid_after_utc
-    if now < certificate.not_valid_before_utc:
-        problems.append(f"not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
-    if now >= until:
-        problems.append(f"expired on {until:%Y-%m-%d}")
-    if problems:
-        checks.append(Check(False, what, "; ".join(problems)))
+    fatal = [*_trust_problems(chain, authorities, paths["ca_file"]), *_name_problems(certificate, me)]
+    if fatal:
+        checks.append(Check(False, what, "; ".join(fatal), fatal=True))
     else:
-        soon = until - now < EXPIRY_WARNING
-        detail = f"for {me}, issued by the cluster CA, valid until {until:%Y-%m-%d}"
-        checks.append(Check(True, what, detail + (" (renew it soon)" if soon else ""), warning=soon))
+        until = certificate.not_valid_after_utc
+        start = certificate.not_valid_before_utc
+        if now < start:  # peers refuse it until then; the clock may be wrong
+            detail = f"not valid before {start:%Y-%m-%d %H:%M} UTC (is the clock right?)"
+            checks.append(Check(False, what, detail))
+        elif now >= until:
+            checks.append(Check(False, what, f"expired on {until:%Y-%m-%d}: peers refuse it"))
+        else:
+            soon = until - now < EXPIRY_WARNING
+            detail = f"for {me}, issued by the cluster CA, valid until {until:%Y-%m-%d}"
+            checks.append(Check(True, what, detail + (" (renew it soon)" if soon else ""), warning=soon))
     checks.append(_key(paths["key_file"], contents["key_file"], certificate))
     return checks
+
+
+def _trust_problems(
+    chain: list[x509.Certificate], authorities: list[x509.Certificate], ca_file: Path
+) -> list[str]:
+    """Whether the certificate leads to one of the CA file's certificates, through the
+    intermediates that follow it in its file."""
+    current, intermediates = chain[0], chain[1:]
+    for _ in range(len(chain) + 1):
+        if any(_issued_by(current, authority) for authority in authorities):
+            return []
+        issuer = next((c for c in intermediates if _issued_by(current, c)), None)
+        if issuer is None:
+            break
+        intermediates.remove(issuer)
+        current = issuer
+    return [f"not issued by the cluster CA in {ca_file}: peers would refuse it"]
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _name_problems(certificate: x509.Certificate, me: str) -> list[str]:
+    """Peers identify a caller by its certificate's common name, and check a server's name
+    against its subjectAltName (its common name when it has none)."""
+    problems = []
+    names = [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [me]:
+        problems.append(f"names {', '.join(names) or 'nobody'} (CN), not {me}: peers would refuse it")
+    try:
+        alternative = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return problems
+    if me not in alternative.value.get_values_for_type(x509.DNSName):
+        problems.append(f"its subjectAltName lacks DNS:{me}, which peers check when they connect")
+    return problems
 
 
 def _key(path: Path, content: bytes, certificate: x509.Certificate) -> Check:
     what = f"private key {path}"
     try:
         key = serialization.load_pem_private_key(content, password=None)
-    except (ValueError, TypeError) as error:
-        return Check(False, what, f"not an unencrypted PEM private key: {error}")
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        return Check(False, what, f"not an unencrypted PEM private key: {error}", fatal=True)
     public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*public) != certificate.public_key().public_bytes(*public):
-        return Check(False, what, "does not match the certificate")
+        return Check(False, what, "does not match the certificate", fatal=True)
     mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        return Check(False, what, f"mode {mode:04o}: readable by others; chmod 600 it")
+    if mode & 0o007:
+        return Check(False, what, f"mode {mode:04o}: readable by every user; chmod 600 it")
+    if mode & 0o070:
+        return Check(
+            True, what, f"matches the certificate; mode {mode:04o}: its group can read it", warning=True
+        )
     return Check(True, what, "matches the certificate, mode 0600 or stricter")
 
 

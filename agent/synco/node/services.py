@@ -119,8 +119,9 @@ class ControlService(control_pb2_grpc.ControlServicer):
         context: grpc.aio.ServicerContext[control_pb2.SyncNowRequest, control_pb2.SyncNowReply],
     ) -> control_pb2.SyncNowReply:
         node = self.node
-        if node.is_master:
-            return control_pb2.SyncNowReply(verdict=f"{node.me.name} is the master: it has nothing to pull")
+        if node.master == node.me.name:
+            why = "a backup server named master does nothing" if node.is_backup else "it has nothing to pull"
+            return control_pb2.SyncNowReply(verdict=f"{node.me.name} is the master: {why}")
         node.sync_requested = True
         node.wake.set()
         await asyncio.sleep(0)
