@@ -40,7 +40,7 @@ def table(status: control_pb2.ClusterStatus) -> str:
     def row(node: peer_pb2.NodeStatus, age: str) -> None:
         beat = node.heartbeat
         lag = ""
-        if beat.role != peer_pb2.ROLE_MASTER:
+        if beat.role == peer_pb2.ROLE_REPLICA:  # a backup server is behind by design between snapshots
             lag = f"{max(0, master_generation - beat.generation)} / {node.lag_seconds:.1f}s"
         pull = ""
         if node.last_pull_unix_ms:

@@ -5,6 +5,7 @@ primary on 127.0.0.1 and secondary on 127.0.0.2, and the namespace's resolv.conf
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -91,6 +92,8 @@ def dns_host(tmp_path: Path) -> Iterator[Network]:
     finally:
         network.destroy()
         shutil.rmtree(resolv, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            resolv.parent.rmdir()  # /etc/netns, if nothing else uses it
 
 
 def synco_in(network: Network, *arguments: str) -> subprocess.CompletedProcess[str]:
