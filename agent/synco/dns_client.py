@@ -76,23 +76,28 @@ class Authority:
         return self._servers
 
     def _ns_set(self) -> list[Address]:
-        """The zone's name servers, the primary first: the SOA's MNAME, where RFC 2136 sends
-        updates (a secondary would refuse or forward them) and where reads are current."""
+        """The zone's name servers, the primary first: the SOA's MNAME (in the NS set or
+        hidden), where RFC 2136 sends updates (a secondary would refuse or forward them) and
+        where reads are current."""
         try:
             answer = dns.resolver.resolve(self.zone, "NS")
             soa = dns.resolver.resolve(self.zone, "SOA")
         except dns.exception.DNSException as error:
             raise ResolutionError(f"cannot find the name servers of zone {self.zone}: {error}") from error
         primary = str(soa.rrset[0].mname) if soa.rrset else ""
-        hosts = sorted({r.to_text() for r in answer}, key=lambda host: (host != primary, host))
-        if primary not in hosts:
-            raise ResolutionError(
-                f"zone {self.zone}: its SOA names {primary} as primary, which is not in its NS set "
-                f"({', '.join(hosts)}); list the servers in [dns] servers, the primary first"
-            )
+        # A hidden primary (not in the NS set) still takes the updates, and serves the record.
+        hosts = ([primary] if primary else []) + sorted({r.to_text() for r in answer} - {primary})
         servers: list[Address] = []
         for host in hosts:
-            for info in socket.getaddrinfo(host, 53, type=socket.SOCK_DGRAM):
+            try:
+                found = socket.getaddrinfo(host, 53, type=socket.SOCK_DGRAM)
+            except OSError as error:
+                if host == primary:
+                    raise ResolutionError(
+                        f"zone {self.zone}: cannot find the address of its primary {host} (SOA): {error}"
+                    ) from error
+                continue  # a secondary we cannot reach is reported when it is asked
+            for info in found:
                 address = (str(info[4][0]), 53)
                 if address not in servers:
                     servers.append(address)

@@ -43,8 +43,9 @@ include "{key_file}";
 {zone}"""
 
 
-@pytest.fixture
-def dns_host(tmp_path: Path) -> Iterator[Network]:
+@pytest.fixture(params=["listed", "hidden"])
+def dns_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Network]:
+    """The primary listed in the NS set, or hidden: named only by the SOA (a common setup)."""
     named = need("named")
     network = make_network(["dns"])
     resolv = Path("/etc/netns") / network.namespace("dns")
@@ -56,7 +57,11 @@ def dns_host(tmp_path: Path) -> Iterator[Network]:
         primary, secondary = tmp_path / "primary", tmp_path / "secondary"
         primary.mkdir()
         secondary.mkdir()
-        (primary / f"{ZONE}.db").write_text(NS_ZONE)
+        zone = NS_ZONE
+        if request.param == "hidden":
+            zone = zone.replace("@        IN NS  ns1.example.test.\n", "")
+            assert "NS  ns1" not in zone
+        (primary / f"{ZONE}.db").write_text(zone)
         (primary / "named.conf").write_text(
             named_conf(
                 primary,
