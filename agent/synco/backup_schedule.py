@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from synco.replication import Action, Decision
+from synco.replication import Action, Decision, interruption
 from synco.retention import format_duration
 
 CLOCK_TOLERANCE = 60.0  # a newest snapshot further in the future than this: the clock moved back
@@ -62,22 +62,10 @@ def wake_at(view: BackupView, timing: BackupTiming) -> float | None:
 
 def decide(view: BackupView, timing: BackupTiming = BackupTiming()) -> Decision:
     """The backup server's next step and the reason for it."""
-    if view.paused:
-        if view.running_from is not None:
-            return Decision(Action.CANCEL, f"paused: cancelling the snapshot from {view.running_from}")
-        return Decision(Action.IDLE, "paused by the operator")
-    if view.master is None:
-        if view.running_from is not None:
-            return Decision(
-                Action.CANCEL, f"no master known: cancelling the snapshot from {view.running_from}"
-            )
-        return Decision(Action.IDLE, "no master known: waiting")
+    first = interruption(view.paused, view.master, view.running_from, "snapshot")
+    if first is not None:
+        return first
     if view.running_from is not None:
-        if view.running_from != view.master:
-            return Decision(
-                Action.CANCEL,
-                f"master changed from {view.running_from} to {view.master}: cancelling the snapshot",
-            )
         return Decision(Action.WAIT, f"taking a snapshot from {view.master}")
     if view.requested:
         return Decision(Action.SNAPSHOT, f"operator asked for a snapshot from {view.master}")

@@ -49,22 +49,31 @@ class Decision:
     verdict: str
 
 
+def interruption(paused: bool, master: str | None, running_from: str | None, work: str) -> Decision | None:
+    """What every follower (replica, backup server) decides first: nothing while paused or
+    without a master, and cancel `work` ("pull", "snapshot") running from a former master.
+    None when none of these applies."""
+    if paused:
+        if running_from is not None:
+            return Decision(Action.CANCEL, f"paused: cancelling the {work} from {running_from}")
+        return Decision(Action.IDLE, "paused by the operator")
+    if master is None:
+        if running_from is not None:
+            return Decision(Action.CANCEL, f"no master known: cancelling the {work} from {running_from}")
+        return Decision(Action.IDLE, "no master known: waiting")
+    if running_from is not None and running_from != master:
+        return Decision(
+            Action.CANCEL, f"master changed from {running_from} to {master}: cancelling the {work}"
+        )
+    return None
+
+
 def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
     """The replica's next step and the reason for it."""
-    if view.paused:
-        if view.pulling_from is not None:
-            return Decision(Action.CANCEL, f"paused: cancelling the pull from {view.pulling_from}")
-        return Decision(Action.IDLE, "paused by the operator")
-    if view.master is None:
-        if view.pulling_from is not None:
-            return Decision(Action.CANCEL, f"no master known: cancelling the pull from {view.pulling_from}")
-        return Decision(Action.IDLE, "no master known: waiting")
+    first = interruption(view.paused, view.master, view.pulling_from, "pull")
+    if first is not None:
+        return first
     if view.pulling_from is not None:
-        if view.pulling_from != view.master:
-            return Decision(
-                Action.CANCEL,
-                f"master changed from {view.pulling_from} to {view.master}: cancelling the pull",
-            )
         return Decision(Action.WAIT, f"pulling from {view.master} (generation {view.master_generation})")
     if view.sync_requested:
         return Decision(Action.PULL, f"operator asked for a pull from {view.master}")

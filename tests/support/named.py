@@ -128,10 +128,10 @@ def _start(directory: Path, role: str, config: str, port: int) -> Named:
         time.sleep(0.1)
 
 
-def options(directory: Path, port: int) -> str:
+def options(directory: Path, port: int, address: str = "127.0.0.1") -> str:
     return f"""options {{
     directory "{directory}";
-    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on port {port} {{ {address}; }};
     listen-on-v6 {{ none; }};
     pid-file "{directory}/named.pid";
     session-keyfile "{directory}/session.key";

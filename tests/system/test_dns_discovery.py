@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.components import need
-from tests.support.named import KEY_NAME, ZONE, ZONE_FILE, write_key
+from tests.support.named import KEY_NAME, ZONE, ZONE_FILE, options, write_key
 from tests.support.netns import Network, make_network
 from tests.support.scripts import root, toml_script
 
@@ -26,21 +26,7 @@ NS_ZONE = ZONE_FILE + "@        IN NS  aaa.example.test.\naaa      IN A   127.0.
 
 
 def named_conf(directory: Path, address: str, key_file: Path, zone: str) -> str:
-    return f"""options {{
-    directory "{directory}";
-    listen-on port 53 {{ {address}; }};
-    listen-on-v6 {{ none; }};
-    pid-file "{directory}/named.pid";
-    session-keyfile "{directory}/session.key";
-    recursion no;
-    dnssec-validation no;
-    notify-delay 0;
-    min-refresh-time 1;
-    min-retry-time 1;
-}};
-controls {{ }};
-include "{key_file}";
-{zone}"""
+    return options(directory, 53, address) + f'include "{key_file}";\n' + zone
 
 
 @pytest.fixture(params=["listed", "hidden"])

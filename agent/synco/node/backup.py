@@ -19,14 +19,11 @@ from typing import TypeVar
 from synco.errors import LockedError, SyncoError
 from synco.lock import snapshot_lock
 from synco.model import Direction, Method, Script, Server
-from synco.node.pull import PullResult, check_mounted, run_transfer
+from synco.node.pull import PullResult, check_mounted, copy_all
 from synco.paths import normalize_relative
 from synco.pruning import prune
-from synco.resolution import CurrentDecision, is_local
 from synco.retention import Policy
-from synco.rsync_probe import keeps_nanoseconds, local_features
 from synco.snapshot_store import SnapshotStore
-from synco.transfer import plan_transfer
 
 log = logging.getLogger("synco.agent")
 
@@ -85,24 +82,9 @@ async def _take(
         snapshot_backend=settings.backend,
     )
     snapshotting = replace(script, method=method)
-    current = CurrentDecision(me.name, "the agent's own server")
-    features = local_features()
-    has_previous = store.latest_name() is not None
-    nanoseconds = await asyncio.to_thread(keeps_nanoseconds, me.root)
-    for directory in snapshotting.directories:
-        transfer = plan_transfer(
-            snapshotting,
-            master,
-            me,
-            directory,
-            is_local=lambda s: is_local(s, current, snapshotting),
-            features=features,
-            link_dest=has_previous,
-            nanoseconds=nanoseconds,
-        )
-        failure = await run_transfer(transfer)
-        if failure is not None:
-            return failed(failure)
+    failure = await copy_all(snapshotting, master, me, link_dest=store.latest_name() is not None)
+    if failure is not None:
+        return failed(failure)
     metadata = {
         "source": master.name,
         "target": me.name,

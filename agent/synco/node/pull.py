@@ -48,28 +48,48 @@ async def pull(
     if unmounted is not None:
         return PullResult(False, unmounted, 0.0, generation)
     pulling = replace(script, method=replace(script.method, name="rsync", direction=Direction.PULL))
+    if keep_aside is not None:
+        pulling = replace(
+            pulling,
+            directories=tuple(
+                replace(
+                    d,
+                    arguments=(
+                        *d.arguments,
+                        "--backup",
+                        f"--backup-dir={posixpath.join(keep_aside, normalize_relative(d.path))}",
+                    ),
+                )
+                for d in pulling.directories
+            ),
+        )
+    failure = await copy_all(pulling, master, me)
+    if failure is not None:
+        return PullResult(False, failure, time.monotonic() - started, generation)
+    return PullResult(True, "ok", time.monotonic() - started, generation)
+
+
+async def copy_all(script: Script, master: Server, me: Server, link_dest: bool = True) -> str | None:
+    """Copy every directory of `script` from `master` into `me` with its method, rsync
+    running here; what went wrong, or None."""
     current = CurrentDecision(me.name, "the agent's own server")
     features = local_features()
     nanoseconds = await asyncio.to_thread(keeps_nanoseconds, me.root)
-    for directory in pulling.directories:
-        if keep_aside is not None:
-            aside = posixpath.join(keep_aside, normalize_relative(directory.path))
-            directory = replace(
-                directory, arguments=(*directory.arguments, "--backup", f"--backup-dir={aside}")
-            )
+    for directory in script.directories:
         transfer = plan_transfer(
-            pulling,
+            script,
             master,
             me,
             directory,
-            is_local=lambda s: is_local(s, current, pulling),
+            is_local=lambda s: is_local(s, current, script),
             features=features,
+            link_dest=link_dest,
             nanoseconds=nanoseconds,
         )
         failure = await run_transfer(transfer)
         if failure is not None:
-            return PullResult(False, failure, time.monotonic() - started, generation)
-    return PullResult(True, "ok", time.monotonic() - started, generation)
+            return failure
+    return None
 
 
 async def run_transfer(transfer: Transfer) -> str | None:
