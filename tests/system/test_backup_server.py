@@ -40,7 +40,8 @@ def test_snapshots_on_schedule_pruned_by_the_policy(tmp_path: Path) -> None:
         wait_until(
             lambda: (latest / "index.html").read_text() == "version 2", "the change in a newer snapshot"
         )
-        assert (cluster.root("s02") / "srv/index.html").read_text() == "version 2"  # the replica mirrors
+        replica = cluster.root("s02") / "srv/index.html"  # the replica mirrors
+        wait_until(lambda: replica.exists() and replica.read_text() == "version 2", "the replica's copy")
         assert not (cluster.root("b01") / "srv").exists()  # the backup server does not
 
         wait_until(lambda: counter(cluster.metrics("b01"), "synco_snapshots_total") >= 6, "six snapshots")
