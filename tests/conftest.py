@@ -32,7 +32,7 @@ def rsync() -> str:
 
 @pytest.fixture(autouse=True)
 def _lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test its own lock directory, beside (not inside) the trees it lists."""
+    """Each test its own lock directory for script runs, beside the trees it lists."""
     monkeypatch.setenv("SYNCO_LOCK_DIR", str(tmp_path.parent / f"{tmp_path.name}-locks"))
 
 

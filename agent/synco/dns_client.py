@@ -3,6 +3,7 @@ compare-and-set (RFC 2136 + TSIG) and watch the change reach every server (adapt
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from synco.resolution import HostAnswer
 from synco.resolver import SystemResolver
 
 Address = tuple[str, int]
+log = logging.getLogger("synco.dns")
 
 CONFLICT_RCODES = (dns.rcode.NXRRSET, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN)
 
@@ -61,6 +63,7 @@ class Authority:
     fallback: SystemResolver = field(default_factory=SystemResolver)
     sleep: Callable[[float], None] = time.sleep
     _servers: list[Address] | None = None
+    _unusable_primary: str | None = None  # found from the SOA, but not usable from here: why
 
     @property
     def zone(self) -> str:
@@ -78,29 +81,29 @@ class Authority:
     def _ns_set(self) -> list[Address]:
         """The zone's name servers, the primary first: the SOA's MNAME (in the NS set or
         hidden), where RFC 2136 sends updates (a secondary would refuse or forward them) and
-        where reads are current."""
+        where reads are current. A primary that does not resolve or answer here (firewalled,
+        a placeholder MNAME) is left out with a warning: the NS set is asked instead."""
         try:
             answer = dns.resolver.resolve(self.zone, "NS")
             soa = dns.resolver.resolve(self.zone, "SOA")
         except dns.exception.DNSException as error:
             raise ResolutionError(f"cannot find the name servers of zone {self.zone}: {error}") from error
         primary = str(soa.rrset[0].mname) if soa.rrset else ""
-        # A hidden primary (not in the NS set) still takes the updates, and serves the record.
-        hosts = ([primary] if primary else []) + sorted({r.to_text() for r in answer} - {primary})
-        servers: list[Address] = []
-        for host in hosts:
+        listed: list[Address] = []
+        for host in sorted({r.to_text() for r in answer} - {primary}):
+            listed += [a for a in _addresses(host) if a not in listed]
+        first: list[Address] = []
+        if primary:
             try:
-                found = socket.getaddrinfo(host, 53, type=socket.SOCK_DGRAM)
-            except OSError as error:
-                if host == primary:
-                    raise ResolutionError(
-                        f"zone {self.zone}: cannot find the address of its primary {host} (SOA): {error}"
-                    ) from error
-                continue  # a secondary we cannot reach is reported when it is asked
-            for info in found:
-                address = (str(info[4][0]), 53)
-                if address not in servers:
-                    servers.append(address)
+                first = _addresses(primary, strict=True)
+                self.query(first[0], self.zone, "SOA")
+            except (OSError, ResolutionError) as error:
+                log.warning(
+                    "zone %s: its primary %s (SOA) cannot be used here: %s", self.zone, primary, error
+                )
+                self._unusable_primary = f"{primary}: {error}"
+                first = []
+        servers = first + [a for a in listed if a not in first]
         if not servers:
             raise ResolutionError(f"zone {self.zone} has no reachable name servers")
         return servers
@@ -251,6 +254,11 @@ class Authority:
         update.delete(epoch, "TXT")
         update.add(epoch, change.ttl, "TXT", f'"{desired.epoch}"')
         server = self.primary()
+        if self._unusable_primary is not None:  # a secondary would refuse it, or forward it blindly
+            raise OperationError(
+                f"zone {self.zone}: the primary that takes updates is not usable from here "
+                f"({self._unusable_primary}); list it first in [dns] servers; nothing changed"
+            )
         host, port = server
         try:
             response = dns.query.tcp(update, host, port=port, timeout=self.settings.timeout)
@@ -321,3 +329,19 @@ def _require(update: dns.update.UpdateMessage, name: str, state: RecordState) ->
             update.present(name, _rdataset(rdtype, values))
         else:
             update.absent(name, rdtype)
+
+
+def _addresses(host: str, strict: bool = False) -> list[Address]:
+    """The port-53 addresses of a name server; none if it does not resolve (or OSError, strict)."""
+    try:
+        found = socket.getaddrinfo(host, 53, type=socket.SOCK_DGRAM)
+    except OSError:
+        if strict:
+            raise
+        return []
+    addresses: list[Address] = []
+    for info in found:
+        address = (str(info[4][0]), 53)
+        if address not in addresses:
+            addresses.append(address)
+    return addresses

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from synco.paths import normalize_relative
 from synco.report import CopyRecord, EventRecord, RunReport
 from synco.resolution import CurrentDecision, MasterDecision, is_local
 from synco.rsync import Features, Verdict, classify, describe_exit, parse_stats
-from synco.rsync_probe import keeps_nanoseconds, local_features
+from synco.rsync_probe import REMOTE_PROBE, keeps_nanoseconds, local_features, remote_keeps_nanoseconds
 from synco.snapshot_names import METADATA_DIR
 from synco.snapshot_store import SnapshotStore
 from synco.transfer import plan_transfer
@@ -68,6 +69,7 @@ class Execution:
         self.log = log
         self.features = features or local_features()
         self._has_previous: dict[str, bool] = {}  # target -> has a `latest` to hard-link to
+        self._nanoseconds: dict[tuple[str, str], bool] = {}  # (target, path) -> keeps them
         self.report = RunReport(
             script=script.source,
             master=master.server,
@@ -317,6 +319,20 @@ class Execution:
         self.log(f"published snapshot {name} on {target.name}")
         self.report.snapshots[target.name] = name
 
+    def _keeps_nanoseconds(self, target: Server, path: str) -> bool:
+        """Whether the target's file system keeps nanosecond times where `path` is (probed
+        once per target and path, with a file created and removed; not in a dry run)."""
+        if self.dry_run:
+            return False
+        key = (target.name, path)
+        if key not in self._nanoseconds:
+            if self.is_local(target):
+                self._nanoseconds[key] = keeps_nanoseconds(path)
+            else:
+                probe = shell.run(commands.remote_argv(target, ["sh", "-c", REMOTE_PROBE, "sh", path]))
+                self._nanoseconds[key] = probe.returncode == 0 and remote_keeps_nanoseconds(probe.stdout)
+        return self._nanoseconds[key]
+
     def _copy(self, target: Server, directory: Directory) -> bool:
         transfer = plan_transfer(
             self.script,
@@ -328,7 +344,7 @@ class Execution:
             dry_run=self.dry_run,
             progress=self.progress,
             link_dest=self._has_previous.get(target.name, True),
-            nanoseconds=self.is_local(target) and keeps_nanoseconds(target.root),
+            nanoseconds=self._keeps_nanoseconds(target, posixpath.join(target.root, directory.path)),
         )
         where = "here" if transfer.local else f"on {transfer.runs_on.name}"
         self.log(f"copy {transfer.describe()} (rsync {where})")

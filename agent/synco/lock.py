@@ -37,9 +37,9 @@ def lock_path(identity: str) -> Path:
 class ScriptLock:
     """Held for the duration of a run; a second holder gets LockedError at once."""
 
-    def __init__(self, identity: str, busy: str | None = None) -> None:
+    def __init__(self, identity: str, busy: str | None = None, path: Path | None = None) -> None:
         self.identity = identity
-        self.path = lock_path(identity)
+        self.path = path or lock_path(identity)
         self.busy = busy or f"another run of {identity} is in progress"
         self._fd: int | None = None
 
@@ -78,6 +78,13 @@ class ScriptLock:
 def snapshot_lock(root: str | Path) -> ScriptLock:
     """One writer of a snapshot root at a time (the agent of a backup server, `synco run`
     into a local target, `synco rotate`, `synco prune`): one would otherwise publish or
-    erase beside the other."""
-    where = os.path.realpath(root)
-    return ScriptLock(f"snapshots:{where}", f"another synco is writing snapshots in {where}")
+    erase beside the other. The lock file is in the root itself, so that every writer,
+    whatever its user, finds the same one (a dot name: never taken for a snapshot)."""
+    where = Path(os.path.realpath(root))
+    where.mkdir(parents=True, exist_ok=True)
+    return ScriptLock(
+        f"snapshots:{where}", f"another synco is writing snapshots in {where}", where / SNAPSHOT_LOCK
+    )
+
+
+SNAPSHOT_LOCK = ".synco-lock"

@@ -97,7 +97,7 @@ def plan(
     ordered = [s for s in everything if s.time <= horizon_ahead]
     for snapshot in everything:
         if snapshot.time > horizon_ahead:
-            reasons[snapshot.name].append("in the future: check the clock")
+            reasons[snapshot.name].append("named after now (a clock ahead?)")
     if policy.keep_last is not None:
         for index, snapshot in enumerate(ordered[: policy.keep_last], start=1):
             reasons[snapshot.name].append(f"last #{index}")

@@ -29,28 +29,49 @@ def keeps_nanoseconds(path: str) -> bool:
     """Whether the file system `path` is on (or would be created on) keeps modification times
     to the nanosecond. Where it does, rsync compares them so (--modify-window=-1); where it
     does not (FAT, SMB, ext4 with 128-byte inodes), that comparison would see every file as
-    changed and copy everything every time."""
+    changed and copy everything every time. A probe that could not run (a full or read-only
+    file system) says no, and is tried again next time."""
     directory = Path(path)
     while not directory.is_dir() and directory != directory.parent:
         directory = directory.parent
     try:
-        return _keeps_nanoseconds(os.stat(directory).st_dev, str(directory))
+        device = os.stat(directory).st_dev
     except OSError:
         return False
+    if device not in _probed:
+        answer = _probe(directory)
+        if answer is None:
+            return False
+        _probed[device] = answer
+    return _probed[device]
 
 
-@cache
-def _keeps_nanoseconds(device: int, directory: str) -> bool:
+_probed: dict[int, bool] = {}  # by file system (device)
+
+
+def _probe(directory: Path) -> bool | None:
     try:
         descriptor, probe = tempfile.mkstemp(prefix=".synco-probe-", dir=directory)
     except OSError:
-        return False
+        return None
     try:
         os.close(descriptor)
         os.utime(probe, ns=(PROBE_TIME_NS, PROBE_TIME_NS))
         return os.stat(probe).st_mtime_ns == PROBE_TIME_NS
     except OSError:
-        return False
+        return None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(probe)
+
+
+REMOTE_PROBE = (
+    'd=$1; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; '
+    'f=$(mktemp -p "$d" .synco-probe-XXXXXX) || exit 1; '
+    'touch -d @1700000000.123456789 "$f" && stat -c %y "$f"; rm -f "$f"'
+)
+
+
+def remote_keeps_nanoseconds(output: str) -> bool:
+    """The answer of REMOTE_PROBE run on another server (`stat -c %y` of the probe file)."""
+    return ".123456789" in output

@@ -131,3 +131,30 @@ def test_reloading_the_backup_schedule(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="roles"):
         node.reload(as_replica)
+
+
+def test_a_snapshot_named_in_the_future_does_not_drive_the_schedule(tmp_path: Path) -> None:
+    """After the clock moved back, the snapshot taken while it was ahead is not the newest:
+    scheduling from it would take one snapshot after another."""
+    from datetime import UTC, datetime
+
+    from synco.node.node import Node
+    from synco.snapshot_names import snapshot_name
+
+    now = datetime(2026, 11, 26, 12, 30, tzinfo=UTC).timestamp()  # mid-hour: nothing due
+    root = tmp_path / "b01"
+    root.mkdir()
+    ahead = snapshot_name(datetime.fromtimestamp(now + 86400, UTC), set())
+    current = snapshot_name(datetime.fromtimestamp(now - 60, UTC), set())
+    (root / ahead).mkdir()
+    (root / current).mkdir()
+
+    async def scenario() -> Node:
+        node = Node(backup_cluster(tmp_path), "b01", wall=lambda: now)
+        node.cycle()
+        return node
+
+    node = asyncio.run(scenario())
+    assert node.latest_snapshot is not None and node.latest_snapshot[0] == current
+    assert node.verdict.startswith(f"newest snapshot {current}; next from s01 at ")
+    assert node.pull_task is None

@@ -58,7 +58,7 @@ def test_prune_erases_what_the_policy_drops_and_nothing_else(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert sorted(os.listdir(tmp_path)) == sorted(
         ["2026.01.04-00.00.00", "2026.01.03-06.00.00", "2026.01.01-12.00.00", "latest", "latest.snapshot",
-         "notes.txt", "2025.12.31-00.00.00"]
+         "notes.txt", "2025.12.31-00.00.00", ".synco-lock"]
     )  # fmt: skip
     again = synco("--root", str(tmp_path), "prune", "--keep-last", "2", "--now", NOW, "--json")
     assert again.returncode == 0
@@ -112,19 +112,17 @@ def test_read_only_directories_are_erased_by_their_owner(shared_dir: Path) -> No
     setpriv = need("setpriv")
     for name in NAMES[:2]:
         write_tree(shared_dir / name, {"ro/deeper/file": "x", "ro/file": "y"})
-    locks = shared_dir / ".nobody-locks"  # where nobody may lock (not a snapshot name: ignored)
-    locks.mkdir()
-    subprocess.run(["chown", "-R", "nobody:nogroup", str(shared_dir), str(locks)], check=True)
+    subprocess.run(["chown", "-R", "nobody:nogroup", str(shared_dir)], check=True)
     for name in NAMES[:2]:
         for directory in ("ro/deeper", "ro", ""):
             (shared_dir / name / directory).chmod(0o555)
     result = subprocess.run(
         [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-m",
          "synco.cli.main", "--root", str(shared_dir), "prune", "--keep-last", "1", "--now", NOW],
-        capture_output=True, text=True, env={**os.environ, "HOME": "/", "SYNCO_LOCK_DIR": str(locks)},
+        capture_output=True, text=True, env={**os.environ, "HOME": "/nonexistent"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert sorted(os.listdir(shared_dir)) == [".nobody-locks", NAMES[1]]
+    assert sorted(os.listdir(shared_dir)) == [".synco-lock", NAMES[1]]  # the root's writer lock
 
 
 def test_rotate_publishes_and_collisions_get_a_suffix(tmp_path: Path) -> None:

@@ -158,7 +158,9 @@ def test_killed_rsync_leaves_latest_intact_and_next_run_completes(tmp_path: Path
     assert "doomed.txt" not in published
     assert (done / "big").stat().st_size == 4_000_000
     assert set(published) == set(read_tree(web))
-    assert [p.name for p in backup.iterdir() if p.name.startswith(".")] == []  # no rsync temp files
+    assert [p.name for p in backup.iterdir() if p.name.startswith(".")] == [
+        ".synco-lock"
+    ]  # no rsync temp files
 
 
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:

@@ -124,3 +124,28 @@ def test_old_argument_style_in_the_environment_changes_nothing(tmp_path: Path, s
     result = synco("run", "--as", "s01", str(script), env={"RSYNC_OLD_ARGS": "1"})
     assert result.returncode == 0, result.stderr
     assert read_tree(there) == {"d d/f": "1"}
+
+
+def test_push_to_a_server_over_ssh_compares_nanoseconds_where_it_keeps_them(
+    tmp_path: Path, sshd: Sshd
+) -> None:
+    """The target's file system is probed through ssh: a same-size rewrite within the second
+    of the last copy still reaches it."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    servers = {"s01": root(here), "s02": sshd.server_toml() + root(there)}
+    script = toml_script(
+        tmp_path / "a.toml", master="s01", direction="push", servers=servers, directories=[{"path": "d"}]
+    )
+    for _ in range(5):
+        write_tree(here, {"d/f": "v1"})
+        first = synco("run", "--as", "s01", "--json", str(script))
+        assert first.returncode == 0, first.stderr
+        assert "--modify-window=-1" in json.loads(first.stdout)["copies"][0]["command"]
+        (here / "d/f").write_text("v2")
+        same_second = int((here / "d/f").stat().st_mtime) == int((there / "d/f").stat().st_mtime)
+        assert synco("run", "--as", "s01", str(script)).returncode == 0
+        assert (there / "d/f").read_text() == "v2"
+        if same_second:
+            assert not [p for p in there.iterdir() if p.name.startswith(".synco-probe")]
+            return
+    pytest.fail("could not rewrite the file within the second it was copied")

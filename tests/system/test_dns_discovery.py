@@ -29,9 +29,10 @@ def named_conf(directory: Path, address: str, key_file: Path, zone: str) -> str:
     return options(directory, 53, address) + f'include "{key_file}";\n' + zone
 
 
-@pytest.fixture(params=["listed", "hidden"])
+@pytest.fixture(params=["listed", "hidden", "unreachable"])
 def dns_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Network]:
-    """The primary listed in the NS set, or hidden: named only by the SOA (a common setup)."""
+    """The primary listed in the NS set, hidden (named only by the SOA: a common setup), or
+    unreachable (the SOA names a server that does not answer here)."""
     named = need("named")
     network = make_network(["dns"])
     resolv = Path("/etc/netns") / network.namespace("dns")
@@ -47,6 +48,9 @@ def dns_host(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Network
         if request.param == "hidden":
             zone = zone.replace("@        IN NS  ns1.example.test.\n", "")
             assert "NS  ns1" not in zone
+        if request.param == "unreachable":
+            zone = zone.replace("IN SOA ns1.example.test.", "IN SOA gone.example.test.")
+            zone += "gone     IN A   127.0.0.9\n"
         (primary / f"{ZONE}.db").write_text(zone)
         (primary / "named.conf").write_text(
             named_conf(
@@ -117,6 +121,12 @@ def test_servers_come_from_the_zone_ns_set(dns_host: Network, tmp_path: Path) ->
         time.sleep(0.5)
     answer = json.loads(shown.stdout)
     assert answer["master"] == "s01"
+    if "gone" in (tmp_path / "primary" / f"{ZONE}.db").read_text():
+        # the NS set is read; the update is refused here rather than sent to a secondary
+        assert answer["record"]["servers"] == ["127.0.0.2", "127.0.0.1"]
+        refused = synco_in(dns_host, "dns", "set", str(script), "s02", "--expect", "s01")
+        assert refused.returncode == 1 and "the primary that takes updates is not usable" in refused.stderr
+        return
     assert answer["record"]["servers"] == ["127.0.0.1", "127.0.0.2"]  # the primary first
 
     done = synco_in(dns_host, "dns", "set", str(script), "s02", "--expect", "s01", "--json")

@@ -162,7 +162,11 @@ class Node:
             return None
         if not snapshots:
             return None
-        newest = snapshots[-1]
+        # One named in the future (taken while the clock was ahead) is not the newest once the
+        # clock is right again: scheduling from it would take snapshot after snapshot.
+        horizon = self.wall() + backup_schedule.CLOCK_TOLERANCE
+        current = [s for s in snapshots if s.time.timestamp() <= horizon]
+        newest = current[-1] if current else snapshots[-1]
         return newest.name, newest.time.timestamp()
 
     def role(self) -> peer_pb2.Role.ValueType:

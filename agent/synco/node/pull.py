@@ -74,8 +74,9 @@ async def copy_all(script: Script, master: Server, me: Server, link_dest: bool =
     running here; what went wrong, or None."""
     current = CurrentDecision(me.name, "the agent's own server")
     features = local_features()
-    nanoseconds = await asyncio.to_thread(keeps_nanoseconds, me.root)
     for directory in script.directories:
+        where = posixpath.join(me.root, normalize_relative(directory.path))
+        nanoseconds = await asyncio.to_thread(keeps_nanoseconds, where)
         transfer = plan_transfer(
             script,
             master,
