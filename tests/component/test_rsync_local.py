@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -266,16 +267,16 @@ def test_a_same_size_rewrite_within_the_second_is_copied(tmp_path: Path) -> None
         servers={"s01": root(a), "s02": root(b)},
         directories=[{"path": "d"}],
     )
-    for _ in range(5):  # the two copies must fall within one second of the file's mtime
-        write_tree(a, {"d/f": "v1"})
-        assert synco("run", str(script)).returncode == 0
-        (a / "d/f").write_text("v2")
-        same_second = int((a / "d/f").stat().st_mtime) == int((b / "d/f").stat().st_mtime)
-        assert synco("run", str(script)).returncode == 0
-        assert (b / "d/f").read_text() == "v2"
-        if same_second:
-            return
-    pytest.fail("could not rewrite the file within the second it was copied")
+    write_tree(a, {"d/f": "v1"})
+    os.utime(a / "d/f", ns=(SECOND_NS + 100_000_000, SECOND_NS + 100_000_000))
+    assert synco("run", str(script)).returncode == 0
+    (a / "d/f").write_text("v2")  # the same size, later within the same second
+    os.utime(a / "d/f", ns=(SECOND_NS + 600_000_000, SECOND_NS + 600_000_000))
+    assert synco("run", str(script)).returncode == 0
+    assert (b / "d/f").read_text() == "v2"
+
+
+SECOND_NS = 1_700_000_000 * 10**9
 
 
 def test_nanosecond_comparison_only_where_the_target_keeps_nanoseconds(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -136,16 +137,16 @@ def test_push_to_a_server_over_ssh_compares_nanoseconds_where_it_keeps_them(
     script = toml_script(
         tmp_path / "a.toml", master="s01", direction="push", servers=servers, directories=[{"path": "d"}]
     )
-    for _ in range(5):
-        write_tree(here, {"d/f": "v1"})
-        first = synco("run", "--as", "s01", "--json", str(script))
-        assert first.returncode == 0, first.stderr
-        assert "--modify-window=-1" in json.loads(first.stdout)["copies"][0]["command"]
-        (here / "d/f").write_text("v2")
-        same_second = int((here / "d/f").stat().st_mtime) == int((there / "d/f").stat().st_mtime)
-        assert synco("run", "--as", "s01", str(script)).returncode == 0
-        assert (there / "d/f").read_text() == "v2"
-        if same_second:
-            assert not [p for p in there.iterdir() if p.name.startswith(".synco-probe")]
-            return
-    pytest.fail("could not rewrite the file within the second it was copied")
+    write_tree(here, {"d/f": "v1"})
+    os.utime(here / "d/f", ns=(SECOND_NS + 100_000_000, SECOND_NS + 100_000_000))
+    first = synco("run", "--as", "s01", "--json", str(script))
+    assert first.returncode == 0, first.stderr
+    assert "--modify-window=-1" in json.loads(first.stdout)["copies"][0]["command"]
+    (here / "d/f").write_text("v2")  # the same size, later within the same second
+    os.utime(here / "d/f", ns=(SECOND_NS + 600_000_000, SECOND_NS + 600_000_000))
+    assert synco("run", "--as", "s01", str(script)).returncode == 0
+    assert (there / "d/f").read_text() == "v2"
+    assert not [p for p in there.iterdir() if p.name.startswith(".synco-probe")]
+
+
+SECOND_NS = 1_700_000_000 * 10**9
