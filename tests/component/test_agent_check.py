@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from synco.model import AgentSettings
+from synco.node.tls import self_test
 from tests.support.agents import issue_certificates
 
 SCRIPT = """\
@@ -126,7 +128,7 @@ def test_agent_refuses_to_start_with_a_certificate_for_another_server(tmp_path: 
         timeout=60,
     )
     assert result.returncode == 2
-    assert "names s01 (CN), not s02" in result.stderr
+    assert "not valid for 's02'" in result.stderr  # the TLS handshake a peer would make
 
 
 def test_ca_bundles_intermediates_and_names_without_subject_alt_name(tmp_path: Path) -> None:
@@ -145,16 +147,28 @@ def test_ca_bundles_intermediates_and_names_without_subject_alt_name(tmp_path: P
     result = check(tmp_path, certs)
     assert result.returncode == 0, result.stdout
     assert "issued by the cluster CA" in result.stdout
+    assert self_test(settings(certs), "s01") == (None, None)  # what the agent checks as it starts
 
     plain, plain_key = node("s01", root, root_key, alternative=False)
     (certs / "s01.pem").write_bytes(pem(plain))
     write_key(certs / "s01.key", plain_key)
     assert check(tmp_path, certs).returncode == 0
+    assert self_test(settings(certs), "s01") == (None, None)
 
     (certs / "s01.pem").write_bytes(pem(leaf))  # the intermediate missing: no way to the CA
     write_key(certs / "s01.key", leaf_key)
     result = check(tmp_path, certs)
     assert result.returncode == 2 and "not issued by the cluster CA" in "".join(failures(result))
+    always, _ = self_test(settings(certs), "s01")
+    assert always is not None and "unable to get local issuer certificate" in always
+
+
+def settings(certs: Path) -> AgentSettings:
+    return AgentSettings(
+        ca_file=str(certs / "ca.pem"),
+        cert_file=str(certs / "{server}.pem"),
+        key_file=str(certs / "{server}.key"),
+    )
 
 
 Key = ec.EllipticCurvePrivateKey

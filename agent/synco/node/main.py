@@ -25,8 +25,8 @@ from synco.loader import load
 from synco.model import Script
 from synco.node.cluster import control_socket_path, load_cluster
 from synco.node.node import CHANNEL_OPTIONS, Node
-from synco.node.preflight import preflight
 from synco.node.services import ControlService, PeerService
+from synco.node.tls import self_test
 from synco.v1 import control_pb2_grpc, peer_pb2_grpc
 
 log = logging.getLogger("synco.agent")
@@ -47,11 +47,13 @@ def sd_notify(message: str) -> None:
 
 
 async def serve(script: Script, me: str) -> None:
-    for item in preflight(script, me):
-        if item.fatal:  # its peers would refuse it: say so now, not in every handshake
-            raise ConfigError(f"{item.what}: {item.detail}")
-        if not item.ok or item.warning:
-            log.warning("%s: %s", me, item.line())
+    assert script.agent is not None
+    if not script.agent.insecure:  # peers would refuse it: say so now, not in every handshake
+        always, now = self_test(script.agent, me)
+        if always is not None:
+            raise ConfigError(always)
+        if now is not None:
+            log.error("%s: peers refuse this certificate until it is fixed: %s", me, now)
     node = Node(script, me)
     server = node.me
     assert script.agent is not None and server.agent is not None
@@ -178,6 +180,8 @@ def watchdog_pinger(clock: Callable[[], float]) -> Callable[[], None]:
 
 def check(script: Script, me: str, config: str) -> int:
     """--check: the configuration, then everything the agent would open; exit 2 if any fails."""
+    from synco.node.preflight import preflight  # cryptography: only here, not in the running agent
+
     role = "master" if script.master == me else f"{script.server(me).role.value}; master {script.master}"
     print(f"ok    configuration {config}: valid, for {me} ({role})")
     checks = preflight(script, me)
