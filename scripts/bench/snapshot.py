@@ -112,7 +112,7 @@ def main() -> None:
 
             def reset_btrfs() -> None:
                 for entry in target.glob("*") if target.exists() else []:
-                    if entry.is_symlink():
+                    if entry.is_symlink() or not entry.is_dir():  # `latest`, the writer lock
                         entry.unlink()
                     else:
                         subprocess.run(
