@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from synco import __version__
-from synco.cli import check, dns, list_snapshots, master, prune, rotate, run, verify
+from synco.cli import check, dns, list_snapshots, master, mount, prune, rotate, run, verify
 from synco.cli.output import emit_json, error
 from synco.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, SyncoError, Terminated
 from synco.loader import checked, load
@@ -55,6 +55,8 @@ def build_parser(with_script: bool = True) -> argparse.ArgumentParser:
             "dns", help="change the master's DNS record (compare-and-set)", description=dns.__doc__
         )
     )
+    mount.mount_arguments(commands.add_parser("mount", help="mount a backup disk by its label"))
+    mount.unmount_arguments(commands.add_parser("unmount", help="unmount a backup disk"))
     for name, add, help_text in (
         ("rotate", rotate.add_arguments, "publish latest.snapshot and point latest at it"),
         ("prune", prune.add_arguments, "erase the snapshots the retention policy does not keep"),
@@ -99,6 +101,10 @@ ROOT_COMMANDS = {
 def _dispatch(arguments: argparse.Namespace, script: Script | None) -> int:
     if arguments.command in ROOT_COMMANDS:
         return ROOT_COMMANDS[arguments.command](Path(arguments.root).absolute(), arguments)
+    if arguments.command == "mount":
+        return mount.mount(arguments)
+    if arguments.command == "unmount":
+        return mount.unmount(arguments)
     if arguments.command == "dns":
         return dns.command(load(arguments.script), arguments)
     if arguments.command == "check":
