@@ -3,8 +3,9 @@
 Both are idempotent (mounting a disk already mounted there, or unmounting what is not
 mounted, succeeds and says so) and refuse what would surprise: no disk or two disks with
 the label, the disk mounted elsewhere, something else on the mount point, a busy disk.
-In a script: `prepare = [["synco", "mount", "/mnt/backup", "BACKUP"]]` on the backup
-server, with `mountpoint = "/mnt/backup"` so that nothing is written while it is missing.
+In a script, the backup server's handlers: prepare `synco mount /mnt/backup BACKUP`, finish
+`synco unmount /mnt/backup BACKUP` (with the label: never another disk mounted there), and
+`mountpoint = "/mnt/backup"` so that nothing is written while the disk is missing.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def unmount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
+    parser.add_argument(
+        "label",
+        metavar="LABEL",
+        nargs="?",
+        help="unmount only the file system with this label (what a finish handler should say)",
+    )
     _common(parser)
 
 
@@ -49,19 +56,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def mount(arguments: argparse.Namespace) -> int:
     mountpoint = checked_mountpoint(arguments.mountpoint)
-    plan = plan_mount(mountpoint, arguments.label, labelled(arguments.label), current_mounts())
+    filesystems = labelled(arguments.label)
+    plan = plan_mount(mountpoint, arguments.label, filesystems, current_mounts())
     if plan.action == "mount" and not arguments.dry_run:
         assert plan.device is not None
         run_mount(plan.device, mountpoint, arguments.options)
-        after = plan_mount(mountpoint, arguments.label, [plan.device], current_mounts())
+        after = plan_mount(mountpoint, arguments.label, filesystems, current_mounts())
         if after.action != "nothing":  # verify: the disk, and nothing else, is there now
+            run_unmount(mountpoint)
             raise OperationError(f"after mounting, {mountpoint} is not {plan.device}: {after.reason}")
     return _report(plan, arguments)
 
 
 def unmount(arguments: argparse.Namespace) -> int:
     mountpoint = checked_mountpoint(arguments.mountpoint)
-    plan = plan_unmount(mountpoint, current_mounts())
+    filesystems = labelled(arguments.label) if arguments.label is not None else None
+    plan = plan_unmount(mountpoint, current_mounts(), arguments.label, filesystems)
     if plan.action == "unmount" and not arguments.dry_run:
         run_unmount(mountpoint)
     return _report(plan, arguments)
