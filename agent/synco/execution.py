@@ -168,15 +168,15 @@ class Execution:
         scope = self._scope("server", server=target, target=target)
 
         def directories() -> bool:
+            self._check_mountpoint(target)  # before anything, the lock included, is written there
             if self.script.method.snapshots and self.is_local(target) and not self.dry_run:
-                with snapshot_lock(target.root):
+                with snapshot_lock(target.root, create=True):
                     return write()
             return write()
 
         def write() -> bool:
             started = datetime.now(UTC)
             first_copy = len(self.report.copies)
-            self._check_mountpoint(target)
             if self.script.method.snapshots:
                 self._begin_snapshot(target)
             results = [self._run_directory(target, d) for d in self.script.directories]

@@ -178,7 +178,7 @@ def test_one_writer_of_a_snapshot_root_at_a_time(tmp_path: Path) -> None:
 
     script = script_in(tmp_path)
     write_tree(tmp_path / "master", {"srv/a": "1", "etc/app/b": "2"})
-    with snapshot_lock(tmp_path / "backup"):
+    with snapshot_lock(tmp_path / "backup", create=True):
         result = snapshot(script)
         assert not result.ok and "another synco is writing snapshots in" in result.message
         prune = synco("--root", str(tmp_path / "backup"), "prune", "--keep-last", "1")

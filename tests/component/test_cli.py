@@ -287,7 +287,8 @@ def test_python_api_type_errors_exit_2(tmp_path: Path) -> None:
     assert "servers.b.root: must be a string" in result.stdout
 
 
-def test_mountpoint_not_mounted_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["rsync", "snapshot"])
+def test_mountpoint_not_mounted_is_refused(tmp_path: Path, method: str) -> None:
     write_tree(tmp_path / "a", {"d/f": "1"})
     disk = tmp_path / "disk"
     script = toml_script(
@@ -296,8 +297,9 @@ def test_mountpoint_not_mounted_is_refused(tmp_path: Path) -> None:
         servers={"s01": root(tmp_path / "a"), "s02": root(disk / "backup") + f'\nmountpoint = "{disk}"\n'},
         directories=[{"path": "d"}],
     )
+    script.write_text(script.read_text().replace("[method]\n", f'[method]\nname = "{method}"\n'))
     result = synco("run", "--json", str(script))
     assert result.returncode == 1
     assert f"{disk} is not mounted on s02" in result.stderr
-    assert not disk.exists()
+    assert not disk.exists()  # not even a lock file beneath the mount point
     assert json.loads(result.stdout)["copies"][0]["status"] == "skipped"

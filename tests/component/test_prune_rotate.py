@@ -113,6 +113,7 @@ def test_read_only_directories_are_erased_by_their_owner(shared_dir: Path) -> No
     for name in NAMES[:2]:
         write_tree(shared_dir / name, {"ro/deeper/file": "x", "ro/file": "y"})
     subprocess.run(["chown", "-R", "nobody:nogroup", str(shared_dir)], check=True)
+    (shared_dir / ".synco-lock").touch(mode=0o644)  # root's lock file: nobody locks it read-only
     for name in NAMES[:2]:
         for directory in ("ro/deeper", "ro", ""):
             (shared_dir / name / directory).chmod(0o555)

@@ -47,7 +47,7 @@ async def take_snapshot(
     if unmounted is not None:
         return PullResult(False, unmounted, 0.0, generation)
     try:
-        with snapshot_lock(me.root):
+        with snapshot_lock(me.root, create=True):
             return await _take(script, master, me, generation, clock, started)
     except LockedError as error:
         return PullResult(False, str(error), time.monotonic() - started, generation)
