@@ -44,6 +44,7 @@ class BackupView:
     failures: int = 0  # attempts that failed in a row (0: the last one succeeded)
     paused: bool = False
     requested: bool = False  # an operator asked for a snapshot now
+    master_view: str | None = None  # who the master's own last heartbeat names as master
 
 
 def due_at(latest_at: float, timing: BackupTiming) -> float:
@@ -62,7 +63,7 @@ def wake_at(view: BackupView, timing: BackupTiming) -> float | None:
 
 def decide(view: BackupView, timing: BackupTiming = BackupTiming()) -> Decision:
     """The backup server's next step and the reason for it."""
-    first = interruption(view.paused, view.master, view.running_from, "snapshot")
+    first = interruption(view.paused, view.master, view.running_from, "snapshot", view.master_view)
     if first is not None:
         return first
     if view.running_from is not None:

@@ -41,6 +41,7 @@ class ReplicaView:
     last_pull_ok: bool = True
     paused: bool = False
     sync_requested: bool = False  # an operator asked for a pull now
+    master_view: str | None = None  # who the master's own last heartbeat names as master (None: none yet)
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,14 @@ class Decision:
     verdict: str
 
 
-def interruption(paused: bool, master: str | None, running_from: str | None, work: str) -> Decision | None:
+def interruption(
+    paused: bool, master: str | None, running_from: str | None, work: str, master_view: str | None = None
+) -> Decision | None:
     """What every follower (replica, backup server) decides first: nothing while paused or
-    without a master, and cancel `work` ("pull", "snapshot") running from a former master.
-    None when none of these applies."""
+    without a master, cancel `work` ("pull", "snapshot") running from a former master, and
+    start none from a master whose own heartbeat says it is not the master (its data may
+    be stale: DNS or the script moved on before it did, or it stepped down). None when none
+    of these applies."""
     if paused:
         if running_from is not None:
             return Decision(Action.CANCEL, f"paused: cancelling the {work} from {running_from}")
@@ -65,12 +70,15 @@ def interruption(paused: bool, master: str | None, running_from: str | None, wor
         return Decision(
             Action.CANCEL, f"master changed from {running_from} to {master}: cancelling the {work}"
         )
+    if running_from is None and master_view is not None and master_view != master:
+        names = f"names {master_view}" if master_view else "names no master"
+        return Decision(Action.WAIT, f"{master} does not act as master (its heartbeat {names}): no {work}")
     return None
 
 
 def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
     """The replica's next step and the reason for it."""
-    first = interruption(view.paused, view.master, view.pulling_from, "pull")
+    first = interruption(view.paused, view.master, view.pulling_from, "pull", view.master_view)
     if first is not None:
         return first
     if view.pulling_from is not None:

@@ -158,3 +158,24 @@ def test_a_snapshot_named_in_the_future_does_not_drive_the_schedule(tmp_path: Pa
     assert node.latest_snapshot is not None and node.latest_snapshot[0] == current
     assert node.verdict.startswith(f"newest snapshot {current}; next from s01 at ")
     assert node.pull_task is None
+
+
+def test_no_snapshot_from_a_master_whose_heartbeat_disowns_the_role(tmp_path: Path) -> None:
+    """The script (or DNS) names s01, but s01's own heartbeat names no master: its data may
+    be stale, so nothing is copied from it until it acts as master."""
+    from synco.node.node import Node
+    from synco.v1 import peer_pb2
+
+    async def scenario(master: str) -> Node:
+        node = Node(backup_cluster(tmp_path), "b01")
+        node.record_peer(peer_pb2.Heartbeat(node="s01", master=master, protocol_version=1))
+        node.cycle()
+        if node.pull_task is not None:
+            node.pull_task.cancel()
+        return node
+
+    disowned = asyncio.run(scenario(""))
+    assert disowned.verdict == "s01 does not act as master (its heartbeat names no master): no snapshot"
+    assert disowned.pull_task is None
+    owned = asyncio.run(scenario("s01"))
+    assert owned.verdict == "no snapshot yet: taking one from s01"

@@ -90,6 +90,11 @@ TAKEN = dict(
             "the newest snapshot 2026.11.26-14.30.00 is in the future (the clock moved back?): "
             "taking one from s01",
         ),
+        (
+            {"latest_at": None, "master_view": "s02"},
+            Action.WAIT,
+            "s01 does not act as master (its heartbeat names s02): no snapshot",
+        ),
         (  # a clock a few seconds ahead on the previous run is no reason for a snapshot
             {"latest_at": NOW + 30},
             Action.IDLE,
@@ -123,6 +128,7 @@ VIEWS = st.builds(
     failures=st.integers(0, 50),
     paused=st.booleans(),
     requested=st.booleans(),
+    master_view=st.sampled_from([None, "", "s01", "s02"]),
 )
 
 
@@ -136,9 +142,15 @@ def test_safety(view: BackupView, interval: float) -> None:
         assert decision.action in (Action.WAIT, Action.CANCEL)
     if view.paused or view.master is None:
         assert decision.action in (Action.IDLE, Action.CANCEL)
+    if view.master_view is not None and view.master_view != view.master:
+        assert decision.action != Action.SNAPSHOT
     # when idle with nothing running, a timer says when to look again (the loop never stalls);
     # the next snapshot is never due later than one interval after the newest
-    waiting = decision.action == Action.WAIT and view.running_from is None
+    waiting = (
+        decision.action == Action.WAIT
+        and view.running_from is None
+        and (view.master_view is None or view.master_view == view.master)
+    )
     if (decision.action == Action.IDLE and not view.paused and view.master is not None) or waiting:
         due = wake_at(view, timing)
         assert due is not None and due > view.now

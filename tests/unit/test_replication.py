@@ -70,6 +70,17 @@ SYNCED = dict(
             Action.WAIT,
             "last pull failed: retrying s02 after 10 s",
         ),
+        ({"master_generation": 8, "master_view": "s01"}, Action.PULL, "generation 8 > 7: pulling from s01"),
+        (  # the named master's own heartbeat names another: its data may be stale
+            {"master_generation": 8, "master_view": "s03"},
+            Action.WAIT,
+            "s01 does not act as master (its heartbeat names s03): no pull",
+        ),
+        (
+            {"sync_requested": True, "master_view": ""},
+            Action.WAIT,
+            "s01 does not act as master (its heartbeat names no master): no pull",
+        ),
     ],
 )
 def test_decisions(changes: dict[str, object], action: Action, verdict: str) -> None:
@@ -91,10 +102,14 @@ def test_decisions(changes: dict[str, object], action: Action, verdict: str) -> 
         last_pull_ok=st.booleans(),
         paused=st.booleans(),
         sync_requested=st.booleans(),
+        master_view=st.sampled_from([None, "", "s01", "s02"]),
     )
 )
 def test_safety(view: ReplicaView) -> None:
     decision = decide(view, T)
+    # never a pull from a master that does not consider itself master
+    if view.master_view is not None and view.master_view != view.master:
+        assert decision.action != Action.PULL
     # never two pulls at once, never a pull while paused or without a master
     if view.pulling_from is not None:
         assert decision.action in (Action.WAIT, Action.CANCEL)

@@ -344,7 +344,18 @@ class Node:
             last_pull_ok=self.last_pull.ok if self.last_pull else True,
             paused=self.paused,
             sync_requested=self.sync_requested,
+            master_view=self._master_view(),
         )
+
+    def _master_view(self) -> str | None:
+        """Who the master's own recent heartbeat names as master; None without one (no
+        heartbeat yet, or none for three intervals: a pull then finds out for itself)."""
+        view = self.peers.get(self.master or "")
+        if view is None or view.heartbeat is None or view.received_at is None:
+            return None
+        if self.clock() - view.received_at > 3 * self.settings.heartbeat_interval:
+            return None
+        return view.heartbeat.master
 
     def _backup_view(self) -> backup_schedule.BackupView:
         latest = self.latest_snapshot
@@ -358,6 +369,7 @@ class Node:
             failures=self.failures,
             paused=self.paused,
             requested=self.sync_requested,
+            master_view=self._master_view(),
         )
 
     def _cancel_pull(self) -> None:
