@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from synco.errors import LockedError, SyncoError
+from synco.errors import SyncoError
 from synco.lock import snapshot_lock
 from synco.model import Direction, Method, Script, Server
 from synco.node.pull import PullResult, check_mounted, copy_all
@@ -49,7 +49,7 @@ async def take_snapshot(
     try:
         with snapshot_lock(me.root, create=True):
             return await _take(script, master, me, generation, clock, started)
-    except LockedError as error:
+    except (OSError, SyncoError) as error:  # busy root (LockedError), a root we cannot create...
         return PullResult(False, str(error), time.monotonic() - started, generation)
 
 
