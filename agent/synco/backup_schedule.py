@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from synco.replication import Action, Decision, interruption
-from synco.retention import format_duration
+from synco.retention import FUTURE_TOLERANCE, Snapshot, format_duration
 
-CLOCK_TOLERANCE = 60.0  # a newest snapshot further in the future than this: the clock moved back
+# A newest snapshot further in the future than this: the clock moved back (the same margin
+# pruning allows before it stops counting a snapshot).
+CLOCK_TOLERANCE = FUTURE_TOLERANCE.total_seconds()
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,17 @@ class BackupView:
     paused: bool = False
     requested: bool = False  # an operator asked for a snapshot now
     master_view: str | None = None  # who the master's own last heartbeat names as master
+
+
+def schedule_basis(snapshots: list[Snapshot], now: float) -> Snapshot | None:
+    """The snapshot the schedule continues from: the newest, except one named in the future
+    (taken while the clock was ahead) once the clock is right again, which would otherwise
+    make every snapshot look due at once."""
+    if not snapshots:
+        return None
+    ordered = sorted(snapshots, key=lambda s: s.order)
+    current = [s for s in ordered if s.time.timestamp() <= now + CLOCK_TOLERANCE]
+    return current[-1] if current else ordered[-1]
 
 
 def due_at(latest_at: float, timing: BackupTiming) -> float:

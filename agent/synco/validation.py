@@ -112,11 +112,20 @@ def _recurses(arguments: list[str]) -> bool:
 
 
 def _overlap_problems(script: Script) -> Iterator[Problem]:
-    """Servers on one host whose copies of a directory would overlap (any may be master)."""
+    """Servers on one host whose copies of a directory would overlap (any may be master but
+    a backup server), or two backup servers writing snapshots into one tree."""
     for index, a in enumerate(script.servers):
         for b in script.servers[index + 1 :]:
             if not same_host(a, b):
                 continue
+            if a.role == b.role == Role.BACKUP:
+                if contains(a.root, b.root) or contains(b.root, a.root):
+                    yield Problem(
+                        f"servers.{b.name}.root",
+                        f"backup servers {a.name} and {b.name} would write snapshots into one tree "
+                        "on one host",
+                    )
+                continue  # neither is ever a source
             for directory in script.directories:
                 try:
                     path = normalize_relative(directory.path)
@@ -294,17 +303,6 @@ def _backup_problems(script: Script) -> Iterator[Problem]:
             "this policy keeps only the newest snapshot: every other one would be erased after each "
             "snapshot; give a rule above 0, or set prune = false",
         )
-    for index, a in enumerate(script.servers):
-        for b in script.servers[index + 1 :]:
-            if (
-                a.role == b.role == Role.BACKUP
-                and same_host(a, b)
-                and (contains(a.root, b.root) or contains(b.root, a.root))
-            ):
-                yield Problem(
-                    f"servers.{b.name}.root",
-                    f"backup servers {a.name} and {b.name} would write snapshots into one tree on one host",
-                )
 
 
 def _dns_problems(script: Script) -> Iterator[Problem]:

@@ -157,3 +157,16 @@ def test_safety(view: BackupView, interval: float) -> None:
         if decision.action == Action.IDLE and view.latest_at is not None:
             assert due <= view.latest_at + interval * (1 + 1e-9) + 1e-6
     assert decision.verdict
+
+
+def test_schedule_basis_skips_a_snapshot_named_in_the_future() -> None:
+    from synco.backup_schedule import schedule_basis
+    from synco.retention import Snapshot
+
+    def at(offset: float, name: str) -> Snapshot:
+        return Snapshot(name, datetime.fromtimestamp(NOW + offset, UTC))
+
+    ahead, current, older = at(86400, "ahead"), at(-60, "current"), at(-3600, "older")
+    assert schedule_basis([ahead, older, current], NOW) == current
+    assert schedule_basis([ahead], NOW) == ahead  # nothing else: the clock check in decide() acts
+    assert schedule_basis([], NOW) is None

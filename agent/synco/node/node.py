@@ -151,8 +151,8 @@ class Node:
         return self.me.role == Role.BACKUP
 
     def _newest_snapshot(self) -> tuple[str, float] | None:
-        """A backup server's newest snapshot (by its name) and its time, read from its root:
-        the schedule continues from it, whatever became of the attempts that made it."""
+        """The snapshot a backup server's schedule continues from, and its time, read from its
+        root: whatever became of the attempts that made it."""
         if not self.is_backup:
             return None
         try:
@@ -160,14 +160,8 @@ class Node:
         except (OSError, SyncoError) as error:
             log.warning("%s: %s", self.me.name, error)
             return None
-        if not snapshots:
-            return None
-        # One named in the future (taken while the clock was ahead) is not the newest once the
-        # clock is right again: scheduling from it would take snapshot after snapshot.
-        horizon = self.wall() + backup_schedule.CLOCK_TOLERANCE
-        current = [s for s in snapshots if s.time.timestamp() <= horizon]
-        newest = current[-1] if current else snapshots[-1]
-        return newest.name, newest.time.timestamp()
+        newest = backup_schedule.schedule_basis(snapshots, self.wall())
+        return None if newest is None else (newest.name, newest.time.timestamp())
 
     def role(self) -> peer_pb2.Role.ValueType:
         if self.is_master:

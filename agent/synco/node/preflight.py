@@ -30,7 +30,6 @@ class Check:
     what: str
     detail: str
     warning: bool = False  # ok, but the operator should act soon
-    fatal: bool = False  # the agent cannot work with this: it refuses to start
 
     def line(self) -> str:
         mark = "FAIL" if not self.ok else ("WARN" if self.warning else "ok")
@@ -83,26 +82,22 @@ def _certificates(script: Script, me: str, now: datetime) -> list[Check]:
         try:
             contents[key] = path.read_bytes()
         except OSError as error:
-            checks.append(
-                Check(False, f"agent.{key} {path}", f"cannot read: {error.strerror} ({HINT})", fatal=True)
-            )
+            checks.append(Check(False, f"agent.{key} {path}", f"cannot read: {error.strerror} ({HINT})"))
     if checks:
         return checks
     try:
         authorities = x509.load_pem_x509_certificates(contents["ca_file"])
     except ValueError as error:
-        return [Check(False, f"agent.ca_file {paths['ca_file']}", f"no PEM certificate: {error}", fatal=True)]
+        return [Check(False, f"agent.ca_file {paths['ca_file']}", f"no PEM certificate: {error}")]
     try:
         chain = x509.load_pem_x509_certificates(contents["cert_file"])
     except ValueError as error:
-        return [
-            Check(False, f"agent.cert_file {paths['cert_file']}", f"no PEM certificate: {error}", fatal=True)
-        ]
+        return [Check(False, f"agent.cert_file {paths['cert_file']}", f"no PEM certificate: {error}")]
     certificate = chain[0]
     what = f"certificate {paths['cert_file']}"
-    fatal = [*_trust_problems(chain, authorities, paths["ca_file"]), *_name_problems(certificate, me)]
-    if fatal:
-        checks.append(Check(False, what, "; ".join(fatal), fatal=True))
+    refused = [*_trust_problems(chain, authorities, paths["ca_file"]), *_name_problems(certificate, me)]
+    if refused:
+        checks.append(Check(False, what, "; ".join(refused)))
     else:
         until = certificate.not_valid_after_utc
         start = certificate.not_valid_before_utc
@@ -165,10 +160,10 @@ def _key(path: Path, content: bytes, certificate: x509.Certificate) -> Check:
     try:
         key = serialization.load_pem_private_key(content, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as error:
-        return Check(False, what, f"not an unencrypted PEM private key: {error}", fatal=True)
+        return Check(False, what, f"not an unencrypted PEM private key: {error}")
     public = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*public) != certificate.public_key().public_bytes(*public):
-        return Check(False, what, "does not match the certificate", fatal=True)
+        return Check(False, what, "does not match the certificate")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o007:
         return Check(False, what, f"mode {mode:04o}: readable by every user; chmod 600 it")
