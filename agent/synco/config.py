@@ -32,6 +32,7 @@ from synco.model import (
     Side,
 )
 from synco.problems import Problem
+from synco.resolution import LOOPBACK, LocalIdentity
 from synco.retention import PERIODS, Policy, parse_duration
 from synco.toml_lines import key_lines, line_of
 from synco.validation import validate
@@ -213,11 +214,13 @@ def load_script(path: str | Path) -> Script:
     return script
 
 
-def parse_script(text: str, source: str | None = None) -> tuple[Script | None, list[Problem]]:
+def parse_script(
+    text: str, source: str | None = None, local: LocalIdentity = LOOPBACK
+) -> tuple[Script | None, list[Problem]]:
     """The script and the problems found in TOML `text` (script is None when unusable).
 
     Structural problems (types, unknown keys) and semantic ones (paths, overlaps, sides)
-    are all reported together, each key once.
+    are all reported together, each key once. `local`: what `validate` knows of this machine.
     """
     try:
         data = tomllib.loads(text)
@@ -227,7 +230,7 @@ def parse_script(text: str, source: str | None = None) -> tuple[Script | None, l
     script = _build_script(reader, data, source)
     problems = list(reader.problems)
     seen = {p.key for p in problems}
-    for problem in validate(script):
+    for problem in validate(script, local):
         if problem.key not in seen and not any(problem.key.startswith(k + ".") for k in seen if k):
             problems.append(problem)
             seen.add(problem.key)

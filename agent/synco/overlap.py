@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 
 from synco.model import Server
 from synco.snapshot_names import IN_PROGRESS
 
 
-def same_host(a: Server, b: Server) -> bool:
-    """Statically known to share a file system: both this machine, or the same login."""
-    return a.connection == b.connection
+def colocated(a: Server, b: Server, is_local: Callable[[Server], bool]) -> bool:
+    """Whether `a` and `b` share a file system: both on this machine (as `is_local` says),
+    or reached through the same login. A copy between them is then local, and its paths
+    must not overlap (`overlapping`): `synco run` refuses it, and `synco check` reports it."""
+    return (is_local(a) and is_local(b)) or (a.connection is not None and a.connection == b.connection)
 
 
 def contains(outer: str, inner: str) -> bool:

@@ -53,6 +53,27 @@ class LocalIdentity:
         return any(a in self.addresses or _is_loopback(a) for a in answer.addresses)
 
 
+LOOPBACK = LocalIdentity(frozenset({"localhost"}), frozenset())
+"""What is known of this machine without asking it: `localhost` and the loopback addresses."""
+
+
+def names_this_machine(host: str, local: LocalIdentity) -> bool:
+    """Whether `host`, as written in a script (no lookup), is this machine: one of `local`'s
+    names or addresses, `localhost` or a loopback address. `synco check` decides with it
+    which servers share this machine's file system, without asking DNS."""
+    literal = host.strip("[]")
+    addresses = frozenset({literal}) if _is_address(literal) else frozenset()
+    return local.matches(HostAnswer(host, host, addresses, "as written"))
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 def _is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback

@@ -19,9 +19,10 @@ from synco.model import (
     Server,
     Side,
 )
-from synco.overlap import contains, overlapping, same_host
+from synco.overlap import colocated, contains, overlapping
 from synco.paths import normalize_relative
 from synco.problems import Problem
+from synco.resolution import LOOPBACK, LocalIdentity, names_this_machine
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*|[A-Za-z0-9_]([A-Za-z0-9_.-]*))$")
@@ -32,12 +33,18 @@ SERVER_SIDES = (Side.SERVER, Side.TARGET, Side.LOCAL, Side.MASTER)  # target: th
 DIRECTORY_SIDES = (Side.TARGET, Side.MASTER, Side.LOCAL)
 
 
-def validate(script: Script) -> list[Problem]:
-    """Every problem in `script`, each named by the key path a TOML file would use."""
-    return list(_script_problems(script))
+def validate(script: Script, local: LocalIdentity = LOOPBACK) -> list[Problem]:
+    """Every problem in `script`, each named by the key path a TOML file would use.
+
+    `local` is what is known of this machine (by default only `localhost` and the loopback
+    addresses, which need no lookup): servers whose host names it share the file system of
+    the servers without a host, so their copies must not overlap (`synco check` passes this
+    machine's names and addresses, so that it reports what `synco run` here would refuse).
+    """
+    return list(_script_problems(script, local))
 
 
-def _script_problems(script: Script) -> Iterator[Problem]:
+def _script_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
     types = list(_type_problems(script))
     if types:  # the checks below assume the right types
         yield from types
@@ -67,7 +74,7 @@ def _script_problems(script: Script) -> Iterator[Problem]:
         yield from _arguments_problems(f"{key}.arguments", directory.arguments)
         yield from _events_problems(f"{key}.events", directory.events, DIRECTORY_SIDES)
     method = script.method
-    yield from _overlap_problems(script)
+    yield from _overlap_problems(script, local)
     if not _recurses([*method.arguments, *(a for d in script.directories for a in d.arguments)]):
         yield Problem(
             "method.arguments",
@@ -111,12 +118,18 @@ def _recurses(arguments: list[str]) -> bool:
     return False
 
 
-def _overlap_problems(script: Script) -> Iterator[Problem]:
+def _overlap_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
     """Servers on one host whose copies of a directory would overlap (any may be master but
-    a backup server), or two backup servers writing snapshots into one tree."""
+    a backup server), or two backup servers writing snapshots into one tree. One host: the
+    rule `synco run` refuses a copy by (`colocated`), with every server this machine that
+    has no host or a host naming this machine in `local`."""
+
+    def here(server: Server) -> bool:
+        return server.host is None or names_this_machine(server.host, local)
+
     for index, a in enumerate(script.servers):
         for b in script.servers[index + 1 :]:
-            if not same_host(a, b):
+            if not colocated(a, b, here):
                 continue
             if a.role == b.role == Role.BACKUP:
                 if contains(a.root, b.root) or contains(b.root, a.root):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -303,3 +304,70 @@ def test_mountpoint_not_mounted_is_refused(tmp_path: Path, method: str) -> None:
     assert f"{disk} is not mounted on s02" in result.stderr
     assert not disk.exists()  # not even a lock file beneath the mount point
     assert json.loads(result.stdout)["copies"][0]["status"] == "skipped"
+
+
+def _hosts_naming_this_machine() -> list[str]:
+    """Hosts `synco run` takes for this machine: loopback names and addresses, its name and
+    one of its interface addresses (when it has one besides loopback)."""
+    import psutil
+
+    addresses = [
+        entry.address
+        for entries in psutil.net_if_addrs().values()
+        for entry in entries
+        if entry.family == socket.AF_INET and not entry.address.startswith("127.")
+    ]
+    return ["localhost", "127.0.0.1", "[::1]", socket.gethostname(), *addresses[:1]]
+
+
+@pytest.mark.parametrize("host", _hosts_naming_this_machine())
+def test_check_reports_the_overlap_run_refuses_on_this_machine(tmp_path: Path, host: str) -> None:
+    """A target whose host is this machine shares the master's file system: `check` reports
+    the overlap that `run` refuses (the same rule), named by key, with exit 2."""
+    write_tree(tmp_path / "srv/mirror", {"f": "master data"})
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="m",
+        servers={"m": root(tmp_path / "srv"), "t": f'host = "{host}"\n' + root(tmp_path / "srv/mirror")},
+        directories=[{"path": "."}],
+        arguments=["--archive", "--delete"],
+    )
+    ran = synco("run", str(script))
+    assert ran.returncode != 0 and "would overlap" in ran.stderr
+    checked = synco("check", "--json", str(script))
+    assert checked.returncode == 2, checked.stdout
+    problems = json.loads(checked.stdout)["problems"]
+    assert [p["key"] for p in problems] == ["servers.t.root"]
+    assert "would overlap" in problems[0]["message"]
+    assert (tmp_path / "srv/mirror/f").read_text() == "master data"
+
+
+def test_check_of_a_python_script_names_each_problem_once(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.py"
+    path.write_text(
+        "import synco\nfrom synco.model import AgentSettings\n"
+        "script = synco.Script(master='a', servers=[synco.Server('a', root='/a', agent='127.0.0.1:7001'),"
+        " synco.Server('b', root='/b', agent='127.0.0.1:7002')], directories=[synco.Directory('/etc')],"
+        " agent=AgentSettings(insecure=True))\n"
+    )
+    result = synco("check", "--json", str(path))
+    assert result.returncode == 2
+    assert [p["key"] for p in json.loads(result.stdout)["problems"]] == ["directories[0].path"]
+    text = synco("check", str(path)).stdout
+    assert text.count("problem(s)") == 1 and text.count("is absolute") == 1, text
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("script = 1 +* 2\n", 1),  # a syntax error: the parser's line, not importlib's
+        ("import synco\n\nscript = (\n", 3),
+        ("import synco\n\n\nsynco.Server('a', root='/a', events={'bogus': []})\n", 4),  # raised in synco
+    ],
+)
+def test_a_python_script_error_names_its_file_and_its_line(tmp_path: Path, text: str, line: int) -> None:
+    path = tmp_path / "backup.py"
+    path.write_text(text)
+    result = synco("check", str(path))
+    assert result.returncode == 2
+    assert f"{path}: line {line}: " in result.stdout, result.stdout

@@ -7,7 +7,12 @@ import textwrap
 import pytest
 
 from synco.config import parse_script
-from synco.model import CommandHandler, Direction, Side
+from synco.errors import ConfigError
+from synco.model import CommandHandler, Direction, Directory, Method, Script, Server, Side
+from synco.resolution import LocalIdentity, names_this_machine
+from synco.rsync import Features
+from synco.transfer import plan_transfer
+from synco.validation import validate
 
 GOOD = """\
 master = "s01"
@@ -295,3 +300,57 @@ def test_two_backup_servers_cannot_share_a_snapshot_tree() -> None:
     )
     _, problems = parse_script(text)
     assert [p.key for p in problems] == ["servers.b02.root"]
+
+
+def _same_root(host: str) -> str:
+    return (
+        f'master = "s01"\n[servers.s01]\nroot = "/srv"\n[servers.s02]\nhost = "{host}"\nroot = "/srv"\n'
+        '[[directories]]\npath = "http"\n'
+    )
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "127.0.0.1", "127.0.1.1", "[::1]"])
+def test_a_loopback_host_shares_the_file_system_of_the_servers_without_a_host(host: str) -> None:
+    _, problems = parse_script(_same_root(host))
+    assert [p.key for p in problems] == ["servers.s02.root"]
+    assert "on the same host would overlap: /srv/http and /srv/http" in problems[0].message
+
+
+BOX = LocalIdentity(frozenset({"localhost", "box", "box.example.com"}), frozenset({"192.0.2.7"}))
+
+
+@pytest.mark.parametrize(
+    ("host", "here"),
+    [("box", True), ("BOX.example.com.", True), ("192.0.2.7", True), ("other.example.com", False)],
+)
+def test_this_machine_is_known_by_its_names_and_addresses_without_a_lookup(host: str, here: bool) -> None:
+    _, problems = parse_script(_same_root(host), local=BOX)
+    assert [p.key for p in problems] == (["servers.s02.root"] if here else [])
+
+
+@pytest.mark.parametrize("host", ["box", "localhost", "192.0.2.7", "other.example.com"])
+@pytest.mark.parametrize("direction", [Direction.PUSH, Direction.PULL])
+@pytest.mark.parametrize("name", ["rsync", "snapshot"])
+def test_check_reports_an_overlap_exactly_when_the_copy_refuses_it(
+    host: str, direction: Direction, name: str
+) -> None:
+    """One rule (overlap.colocated, then overlapping) serves `check` and the copy's plan."""
+    script = Script(
+        servers=(Server("s01", root="/srv"), Server("s02", root="/srv/http", host=host)),
+        directories=(Directory("."),),
+        master="s01",
+        method=Method(name=name, direction=direction),
+    )
+    master, target = script.servers
+
+    def here(server: Server) -> bool:
+        return server.host is None or names_this_machine(server.host, BOX)
+
+    try:
+        plan_transfer(script, master, target, script.directories[0], is_local=here, features=Features((3, 4)))
+    except ConfigError as error:
+        refused = "would overlap" in str(error)
+    else:
+        refused = False
+    assert refused == (host != "other.example.com")
+    assert [p.key for p in validate(script, BOX)] == (["servers.s02.root"] if refused else [])

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from synco.cli.output import emit_json
 from synco.config import parse_script
-from synco.errors import EXIT_OK, EXIT_USAGE, ConfigError
-from synco.loader import load_python
+from synco.errors import EXIT_OK, EXIT_USAGE
+from synco.loader import python_problems
 from synco.problems import Problem
+from synco.resolver import local_identity
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,19 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def problems_of(path: Path) -> list[Problem]:
+    """Every problem of the script in `path`, each once. This machine's names and addresses
+    (no lookup) tell which servers share its file system, so that what `synco run` would
+    refuse here for the script's shape (overlapping copies on one host) is reported."""
     if path.suffix == ".py":
-        try:
-            load_python(path)
-        except ConfigError as error:
-            return [Problem("", str(error))]
-        return []
+        return python_problems(path, local_identity())
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         return [Problem("", f"cannot read {str(path)!r}: {error.strerror}")]
     except UnicodeDecodeError as error:
         return [Problem("", f"not UTF-8 text ({error.reason} at byte {error.start})")]
-    return parse_script(text, source=str(path))[1]
+    return parse_script(text, source=str(path), local=local_identity())[1]
 
 
 def command(path: Path, arguments: argparse.Namespace) -> int:
