@@ -60,7 +60,7 @@ async def serve(script: Script, me: str) -> None:
     if node.credentials is None:
         log.warning("%s: insecure = true: agents talk in plaintext on loopback addresses", me)
 
-    hold_instance_lock(Path(script.agent.state_dir) / f"{me}.lock", me)
+    hold_instance_lock(Path(script.agent.path(script.agent.state_dir, me)) / f"{me}.lock", me)
     # grpc enables SO_REUSEPORT by default: a second agent could then share the port unnoticed
     peer_server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
     peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), peer_server)

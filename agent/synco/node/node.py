@@ -66,7 +66,7 @@ class Node:
         self.me = script.server(me)
         self.clock = clock
         self.wall = wall  # a backup server's schedule follows the snapshots' (UTC) names
-        self.state_path = Path(self.settings.state_dir) / f"{me}.json"
+        self.state_path = Path(self.settings.path(self.settings.state_dir, me)) / f"{me}.json"
         self.state = load_state(self.state_path)
         self.hash = settings_hash(self.settings)
         self.timing = replication.Timing(
@@ -385,7 +385,7 @@ class Node:
         keep_aside = None
         if self.state.pulled_master != master.name:  # a new master, or this node was master itself
             stamp = time.strftime("%Y.%m.%d-%H.%M.%S", time.gmtime())
-            keep_aside = str(Path(self.settings.state_dir) / "kept-aside" / self.me.name / stamp)
+            keep_aside = str(self.state_path.parent / "kept-aside" / self.me.name / stamp)
             log.warning(
                 "%s: first pull from new master %s: files it would overwrite or delete go to %s",
                 self.me.name,

@@ -176,7 +176,7 @@ def _key(path: Path, content: bytes, certificate: x509.Certificate) -> Check:
 
 def _state(script: Script, me: str) -> Check:
     assert script.agent is not None
-    directory = Path(script.agent.state_dir)
+    directory = Path(script.agent.path(script.agent.state_dir, me))
     path = directory / f"{me}.json"
     try:
         state = load_state(path)
