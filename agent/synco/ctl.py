@@ -15,6 +15,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from synco import __version__
+from synco.cli.output import flushed, leave_quietly, reader_gone
 from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
 from synco.node.cluster import control_socket_path, load_cluster
 from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2
@@ -98,32 +99,40 @@ def main(argv: list[str] | None = None) -> int:
     ):
         commands.add_parser(name, help=text)
     arguments = parser.parse_args(argv)
+    path = None
     try:
         path = socket_path(arguments)
-        with grpc.insecure_channel(f"unix:{path}") as channel:
-            stub = control_pb2_grpc.ControlStub(channel)
-            if arguments.command == "status":
-                result = stub.Status(control_pb2.ClusterStatusRequest(), timeout=5)
-                if arguments.json:
-                    print(
-                        json.dumps(MessageToDict(result, always_print_fields_with_no_presence=True), indent=2)
-                    )
-                else:
-                    print(table(result))
-            elif arguments.command == "sync-now":
-                print(stub.SyncNow(control_pb2.SyncNowRequest(), timeout=5).verdict)
-            elif arguments.command == "pause":
-                stub.Pause(control_pb2.PauseRequest(), timeout=5)
-                print("paused")
-            else:
-                stub.Resume(control_pb2.ResumeRequest(), timeout=5)
-                print("resumed")
+        return flushed(ask(path, arguments))
     except SyncoError as error:
         print(f"synco-ctl: error: {error}", file=sys.stderr)
         return error.exit_code
     except grpc.RpcError as error:
         print(f"synco-ctl: error: the agent did not answer on {path}: {error.code().name}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `synco-ctl status | head -1`: the reader went away
+        if not reader_gone():
+            raise
+        return leave_quietly()
+
+
+def ask(path: str, arguments: argparse.Namespace) -> int:
+    """Send the command to the agent listening on `path` and print its answer."""
+    with grpc.insecure_channel(f"unix:{path}") as channel:
+        stub = control_pb2_grpc.ControlStub(channel)
+        if arguments.command == "status":
+            result = stub.Status(control_pb2.ClusterStatusRequest(), timeout=5)
+            if arguments.json:  # documented in packaging/doc/status-json.md: keep the names stable
+                print(json.dumps(MessageToDict(result, always_print_fields_with_no_presence=True), indent=2))
+            else:
+                print(table(result))
+        elif arguments.command == "sync-now":
+            print(stub.SyncNow(control_pb2.SyncNowRequest(), timeout=5).verdict)
+        elif arguments.command == "pause":
+            stub.Pause(control_pb2.PauseRequest(), timeout=5)
+            print("paused")
+        else:
+            stub.Resume(control_pb2.ResumeRequest(), timeout=5)
+            print("resumed")
     return EXIT_OK
 
 

@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -371,3 +373,30 @@ def test_a_python_script_error_names_its_file_and_its_line(tmp_path: Path, text:
     result = synco("check", str(path))
     assert result.returncode == 2
     assert f"{path}: line {line}: " in result.stdout, result.stdout
+
+
+def run_into_a_closed_pipe(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command whose stdout is a pipe nobody reads any more (`... | head -1` once head
+    has exited)."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run([sys.executable, *argv], stdout=writer, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(writer)
+
+
+def test_a_reader_that_went_away_ends_synco_quietly(tmp_path: Path) -> None:
+    write_tree(tmp_path, {f"2026.01.0{day}-00.00.00/f": "1" for day in range(1, 8)})
+    for argv in (["--root", str(tmp_path), "list"], ["--root", str(tmp_path), "list", "--json"]):
+        result = run_into_a_closed_pipe("-m", "synco.cli.main", *argv)
+        assert (result.returncode, result.stderr) == (141, ""), result.stderr
+
+
+@pytest.mark.parametrize("command", ["list", "prune", "rotate", "verify"])
+def test_a_misspelled_root_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    missing = tmp_path / "misspelled"
+    result = synco("--root", str(missing), command)
+    assert result.returncode == 2
+    assert f"no such directory: {missing}" in result.stderr
+    assert not missing.exists()

@@ -4,6 +4,7 @@ interface (packaging/doc/status-json.md) whose field names stay stable."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
 import socket
@@ -96,6 +97,12 @@ def test_ctl_status_on_a_node_cut_off_from_dns(tmp_path: Path, nameserver: Silen
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["local"]["heartbeat"]["node"] == "s01"
         assert ctl(cluster.config, "s01", "status").returncode == 0
+        reader, writer = os.pipe()
+        os.close(reader)  # `synco-ctl status | head -1`, once head has exited
+        argv = [sys.executable, "-m", "synco.ctl", "--config", str(cluster.config), "--as", "s01", "status"]
+        closed = subprocess.run(argv, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=30)
+        os.close(writer)
+        assert (closed.returncode, closed.stderr) == (141, "")
     finally:
         cluster.stop_all()
     assert "cannot tell who is master" in cluster.log("s01")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from synco import __version__
 from synco.cli import check, dns, list_snapshots, master, mount, prune, rotate, run, verify
-from synco.cli.output import emit_json, error
+from synco.cli.output import emit_json, error, flushed, leave_quietly, reader_gone
 from synco.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, SyncoError, Terminated
 from synco.loader import checked, load
 from synco.model import Script
@@ -100,7 +100,10 @@ ROOT_COMMANDS = {
 
 def _dispatch(arguments: argparse.Namespace, script: Script | None) -> int:
     if arguments.command in ROOT_COMMANDS:
-        return ROOT_COMMANDS[arguments.command](Path(arguments.root).absolute(), arguments)
+        root = Path(arguments.root).absolute()
+        if arguments.command != "snapshot-begin":  # which makes a new target's root
+            _existing(root)
+        return ROOT_COMMANDS[arguments.command](root, arguments)
     if arguments.command == "mount":
         return mount.mount(arguments)
     if arguments.command == "unmount":
@@ -119,6 +122,13 @@ def _dispatch(arguments: argparse.Namespace, script: Script | None) -> int:
     return master.command(script, arguments)
 
 
+def _existing(root: Path) -> None:
+    """A snapshot root to read or change must exist: a misspelled --root would otherwise
+    list nothing, prune nothing, and exit 0 as if all were well."""
+    if not root.is_dir():
+        raise ConfigError(f"no such directory: {root}" if not root.exists() else f"not a directory: {root}")
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated
 
@@ -126,7 +136,7 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def _guarded(action: Callable[[], int], as_json: bool = False) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return action()
+        return flushed(action())
     except Terminated:
         return _failed("terminated", 143, as_json)
     except SyncoError as failure:
@@ -134,11 +144,17 @@ def _guarded(action: Callable[[], int], as_json: bool = False) -> int:
         return _failed(str(failure), failure.exit_code, as_json, problems)
     except KeyboardInterrupt:
         return _failed("interrupted", 130, as_json)
+    except BrokenPipeError as failure:  # `synco ... | head -1`: the reader went away
+        return leave_quietly() if reader_gone() else _internal(failure, as_json)
     except Exception as failure:  # the contract: an error message, never a bare traceback
-        if os.environ.get("SYNCO_DEBUG"):
-            traceback.print_exc()
-        message = f"internal error: {type(failure).__name__}: {failure} (SYNCO_DEBUG=1 shows the traceback)"
-        return _failed(message, EXIT_FAILED, as_json)
+        return _internal(failure, as_json)
+
+
+def _internal(failure: Exception, as_json: bool) -> int:
+    if os.environ.get("SYNCO_DEBUG"):
+        traceback.print_exc()
+    message = f"internal error: {type(failure).__name__}: {failure} (SYNCO_DEBUG=1 shows the traceback)"
+    return _failed(message, EXIT_FAILED, as_json)
 
 
 def _failed(message: str, code: int, as_json: bool, problems: tuple[str, ...] = ()) -> int:
