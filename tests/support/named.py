@@ -1,5 +1,10 @@
 """BIND 9 `named` on loopback ports: a primary with a dynamic zone and a TSIG key, and a
-secondary that transfers the zone from it (NOTIFY), both started and stopped by tests."""
+secondary that transfers the zone from it (NOTIFY), both started and stopped by tests.
+
+Readiness, never fixed sleeps: the primary is started and asked for the zone's SOA until it
+answers; only then is the secondary started (a secondary started first fails its first
+refresh and retries later than a test's deadline), and it is ready once it answers the SOA
+with the primary's serial, i.e. once it holds the zone transferred."""
 
 from __future__ import annotations
 
@@ -7,12 +12,16 @@ import base64
 import os
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.flags
 import dns.message
 import dns.query
+import dns.rcode
+import dns.rdatatype
 
 from tests.support.components import need
 
@@ -101,7 +110,68 @@ class DnsCluster:
         self.primary.stop()
 
 
-def _start(directory: Path, role: str, config: str, port: int) -> Named:
+def soa_serial(host: str, port: int, timeout: float = 0.5) -> int | None:
+    """The serial of ZONE's SOA as the server at host:port serves it with authority, or None
+    (no answer yet, SERVFAIL while a secondary has no zone, not authoritative)."""
+    try:
+        query = dns.message.make_query(f"{ZONE}.", "SOA")
+        query.flags &= ~dns.flags.RD
+        response = dns.query.udp(query, host, port=port, timeout=timeout)
+    except Exception:  # not answering yet
+        return None
+    if response.rcode() != dns.rcode.NOERROR or not response.flags & dns.flags.AA:
+        return None
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return int(rrset[0].serial)
+    return None
+
+
+def wait_serial(
+    host: str,
+    port: int,
+    serial: int | None = None,
+    timeout: float = 30,
+    alive: subprocess.Popen[bytes] | None = None,
+) -> int | None:
+    """Ask until the server answers ZONE's SOA (with `serial`, if given); the serial, or None
+    at the deadline. `alive`, a Popen, ends the wait early when that process has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = soa_serial(host, port)
+        if found is not None and (serial is None or found == serial):
+            return found
+        if alive is not None and alive.poll() is not None:
+            return None
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.05)
+
+
+def wait_serial_command(host: str, port: int, serial: int | None = None, timeout: float = 30) -> list[str]:
+    """The same wait as a command (for a server only reachable inside a network namespace):
+    prints the serial and exits 0, or exits 1 at the deadline."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from tests.support.named import wait_serial; "
+        "s = wait_serial(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) if sys.argv[4] else None, "
+        "float(sys.argv[5])); print(s if s is not None else ''); sys.exit(s is None)"
+    )
+    checkout = str(Path(__file__).resolve().parents[2])
+    return [
+        sys.executable,
+        "-c",
+        code,
+        checkout,
+        host,
+        str(port),
+        "" if serial is None else str(serial),
+        str(timeout),
+    ]
+
+
+def _start(directory: Path, role: str, config: str, port: int, serial: int | None = None) -> Named:
+    """Start `named` and return once it serves ZONE (with `serial`: a secondary holding the
+    primary's zone)."""
     named = need("named")
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "named.conf").write_text(config)
@@ -111,21 +181,13 @@ def _start(directory: Path, role: str, config: str, port: int) -> Named:
         [named, "-g", *user, "-c", str(directory / "named.conf")], stdout=log, stderr=subprocess.STDOUT
     )
     server = Named(directory, port, process, role)
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"named ({role}) exited: {server.log()}")
-        try:
-            query = dns.message.make_query(f"{ZONE}.", "SOA")
-            response = dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
-            if response.answer:
-                return server
-        except Exception:  # not answering yet
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"named ({role}) did not serve {ZONE}: {server.log()}")
-        time.sleep(0.1)
+    if wait_serial("127.0.0.1", port, serial, timeout=30, alive=process) is not None:
+        return server
+    if process.poll() is not None:
+        raise RuntimeError(f"named ({role}) exited: {server.log()}")
+    server.stop()
+    wanted = f" at serial {serial}" if serial is not None else ""
+    raise RuntimeError(f"named ({role}) did not serve {ZONE}{wanted} within 30 s: {server.log()}")
 
 
 def options(directory: Path, port: int, address: str = "127.0.0.1") -> str:
@@ -167,7 +229,9 @@ def start_cluster(directory: Path) -> DnsCluster:
 """,
         primary_port,
     )
-    try:
+    serial = soa_serial("127.0.0.1", primary_port)
+    assert serial is not None, primary.log()
+    try:  # started only now that the primary answers, and ready once it holds its zone
         secondary = _start(
             secondary_dir,
             "secondary",
@@ -181,8 +245,24 @@ def start_cluster(directory: Path) -> DnsCluster:
 }};
 """,
             secondary_port,
+            serial,
         )
     except Exception:
         primary.stop()
         raise
     return DnsCluster(primary, secondary, key_file, [primary.address, secondary.address])
+
+
+def start_standalone(directory: Path, zone_file: str) -> Named:
+    """One more server for ZONE with its own copy of the zone (`zone_file`), taking no updates:
+    what a secondary that missed the primary's changes serves."""
+    directory.mkdir(parents=True)
+    (directory / f"{ZONE}.db").write_text(zone_file)
+    port = free_port()
+    return _start(
+        directory,
+        "lagging",
+        options(directory, port)
+        + f'zone "{ZONE}" {{\n    type primary;\n    file "{directory}/{ZONE}.db";\n}};\n',
+        port,
+    )
