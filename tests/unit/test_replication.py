@@ -59,6 +59,16 @@ SYNCED = dict(
             Action.PULL,
             "generation 8 > 7: pulling from s01",
         ),
+        (  # the last pull succeeded 1 s ago: the retry delay is for failures only
+            {"master_generation": 8, "last_change_at": 990.0, "last_pull_ok": True, "last_pull_at": 999.0},
+            Action.PULL,
+            "generation 8 > 7: pulling from s01",
+        ),
+        (  # a new master right after a successful pull from the old one: at once
+            {"master": "s02", "last_pull_ok": True, "last_pull_at": 999.0},
+            Action.PULL,
+            "master is s02: full pull (last complete pull from s01)",
+        ),
         (
             {"last_pull_at": 700.0},
             Action.PULL,
