@@ -47,6 +47,7 @@ class BackupView:
     paused: bool = False
     requested: bool = False  # an operator asked for a snapshot now
     master_view: str | None = None  # who the master's own last heartbeat names as master
+    master_failing: str | None = None  # why the master's own heartbeat says it is failing
 
 
 def schedule_basis(snapshots: list[Snapshot], now: float) -> Snapshot | None:
@@ -76,7 +77,9 @@ def wake_at(view: BackupView, timing: BackupTiming) -> float | None:
 
 def decide(view: BackupView, timing: BackupTiming = BackupTiming()) -> Decision:
     """The backup server's next step and the reason for it."""
-    first = interruption(view.paused, view.master, view.running_from, "snapshot", view.master_view)
+    first = interruption(
+        view.paused, view.master, view.running_from, "snapshot", view.master_view, view.master_failing
+    )
     if first is not None:
         return first
     if view.running_from is not None:

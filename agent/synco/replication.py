@@ -24,6 +24,7 @@ class Timing:
     debounce: float = 0.2  # let a burst of changes settle before pulling
     periodic: float = 300.0  # pull at least this often, in case a notification was missed
     retry: float = 10.0  # after a failed pull, wait this long before the next
+    unwatched: float = 5.0  # pull this often while the master's watcher is down
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ReplicaView:
     paused: bool = False
     sync_requested: bool = False  # an operator asked for a pull now
     master_view: str | None = None  # who the master's own last heartbeat names as master (None: none yet)
+    master_failing: str | None = None  # why the master's own heartbeat says it is failing
+    master_unwatched: bool = False  # the master's heartbeat says its watcher is down
+    diverged: bool = False  # this node acted as master since its last complete pull
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,19 @@ class Decision:
 
 
 def interruption(
-    paused: bool, master: str | None, running_from: str | None, work: str, master_view: str | None = None
+    paused: bool,
+    master: str | None,
+    running_from: str | None,
+    work: str,
+    master_view: str | None = None,
+    master_failing: str | None = None,
 ) -> Decision | None:
     """What every follower (replica, backup server) decides first: nothing while paused or
     without a master, cancel `work` ("pull", "snapshot") running from a former master, and
     start none from a master whose own heartbeat says it is not the master (its data may
-    be stale: DNS or the script moved on before it did, or it stepped down). None when none
-    of these applies."""
+    be stale: DNS or the script moved on before it did, or it stepped down) or that it is
+    failing (its disk is not mounted: an empty tree copied with --delete would empty every
+    copy). None when none of these applies."""
     if paused:
         if running_from is not None:
             return Decision(Action.CANCEL, f"paused: cancelling the {work} from {running_from}")
@@ -73,12 +83,18 @@ def interruption(
     if running_from is None and master_view is not None and master_view != master:
         names = f"names {master_view}" if master_view else "names no master"
         return Decision(Action.WAIT, f"{master} does not act as master (its heartbeat {names}): no {work}")
+    if master_failing is not None:
+        if running_from is not None:
+            return Decision(Action.CANCEL, f"{master} is failing ({master_failing}): cancelling the {work}")
+        return Decision(Action.WAIT, f"{master} is failing ({master_failing}): no {work}")
     return None
 
 
 def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
     """The replica's next step and the reason for it."""
-    first = interruption(view.paused, view.master, view.pulling_from, "pull", view.master_view)
+    first = interruption(
+        view.paused, view.master, view.pulling_from, "pull", view.master_view, view.master_failing
+    )
     if first is not None:
         return first
     if view.pulling_from is not None:
@@ -86,13 +102,15 @@ def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
     if view.sync_requested:
         return Decision(Action.PULL, f"operator asked for a pull from {view.master}")
     retry_in = _retry_in(view, timing)
-    if view.pulled_master != view.master:
+    if view.pulled_master != view.master or view.diverged:
         if retry_in > 0:
             return Decision(Action.WAIT, f"last pull failed: retrying {view.master} after {timing.retry:g} s")
-        return Decision(
-            Action.PULL,
-            f"master is {view.master}: full pull (last complete pull from {view.pulled_master or 'nowhere'})",
+        since = (
+            "this node acted as master since its last pull"
+            if view.diverged
+            else f"last complete pull from {view.pulled_master or 'nowhere'}"
         )
+        return Decision(Action.PULL, f"master is {view.master}: full pull ({since})")
     if view.master_generation > view.pulled_generation:
         behind = f"generation {view.master_generation} > {view.pulled_generation}"
         if view.last_change_at is not None and view.now - view.last_change_at < timing.debounce:
@@ -100,11 +118,29 @@ def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
         if retry_in > 0:
             return Decision(Action.WAIT, f"{behind}: last pull failed, retrying after {timing.retry:g} s")
         return Decision(Action.PULL, f"{behind}: pulling from {view.master}")
-    if view.last_pull_at is None or view.now - view.last_pull_at >= timing.periodic:
+    periodic = timing.unwatched if view.master_unwatched else timing.periodic
+    if view.last_pull_at is None or view.now - view.last_pull_at >= periodic:
+        why = (
+            f"every {periodic:g} s while its watcher is down"
+            if view.master_unwatched
+            else "a notification may have been missed"
+        )
+        return Decision(Action.PULL, f"periodic pull from {view.master} ({why})")
+    if view.master_unwatched:
         return Decision(
-            Action.PULL, f"periodic pull from {view.master} (a notification may have been missed)"
+            Action.IDLE,
+            f"in sync with {view.master} at generation {view.pulled_generation}"
+            f" (its watcher is down: pulling every {periodic:g} s)",
         )
     return Decision(Action.IDLE, f"in sync with {view.master} at generation {view.pulled_generation}")
+
+
+def master_silent(decision: Decision, master: str, timeout: float) -> Decision:
+    """The follower's `decision`, saying that the master has not been heard from within the
+    heartbeat timeout (it may be down, paused or cut off): its data may be going stale."""
+    return Decision(
+        decision.action, f"no heartbeat from master {master} for over {timeout:g} s; {decision.verdict}"
+    )
 
 
 def _retry_in(view: ReplicaView, timing: Timing) -> float:

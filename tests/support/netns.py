@@ -43,6 +43,13 @@ class Network:
         self.processes.append(process)
         return process
 
+    def cut(self, host: str) -> None:
+        """Take `host`'s link down at the switch: its packets are dropped, connections stay open."""
+        ip("-n", self.switch, "link", "set", f"port{self.hosts.index(host) + 1}", "down")
+
+    def heal(self, host: str) -> None:
+        ip("-n", self.switch, "link", "set", f"port{self.hosts.index(host) + 1}", "up")
+
     def destroy(self) -> None:
         for process in self.processes:
             if process.poll() is None:

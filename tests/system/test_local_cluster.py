@@ -135,9 +135,15 @@ def test_bad_rpcs_are_rejected_and_the_agent_keeps_serving(cluster: Cluster) -> 
         with pytest.raises(grpc.RpcError) as error:
             unknown(b"", timeout=5)
         assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
-        garbage = channel.unary_unary("/synco.v1.Peer/SendHeartbeat")
-        with pytest.raises(grpc.RpcError):
-            garbage(b"\xff\xff\xff\xff not a protobuf", timeout=5)
+        for method in ("SendHeartbeat", "Status"):
+            garbage = channel.unary_unary(f"/synco.v1.Peer/{method}")
+            with pytest.raises(grpc.RpcError) as corrupt:
+                garbage(b"\xff\xff\xff\xff not a protobuf", timeout=5)
+            assert corrupt.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        corrupt_stream = channel.unary_stream("/synco.v1.Peer/WatchChanges")
+        with pytest.raises(grpc.RpcError) as corrupt:
+            next(iter(corrupt_stream(b"\xff\xff\xff\xff", timeout=5)))
+        assert corrupt.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
         stub = peer_pb2_grpc.PeerStub(channel)
         stranger = stub.SendHeartbeat(peer_pb2.Heartbeat(node="intruder", protocol_version=1), timeout=5)
         assert not stranger.accepted and "not a peer" in stranger.reason
@@ -149,6 +155,12 @@ def test_bad_rpcs_are_rejected_and_the_agent_keeps_serving(cluster: Cluster) -> 
         assert status.heartbeat.node == "s01"
     write_tree(cluster.root("s01") / "srv", {"after": "bad rpcs"})
     wait_until(lambda: (cluster.root("s02") / "srv/after").exists(), "still replicating")
+    log = cluster.log("s01")
+    assert "Traceback" not in log  # a corrupt request is one line naming the caller, not gRPC's internals
+    lines = [
+        line for line in log.splitlines() if "sent a corrupt /synco.v1.Peer/SendHeartbeat request" in line
+    ]
+    assert len(lines) == 1 and " WARNING s01: refused a caller: ipv4:127.0.0.1:" in lines[0], lines
     shutil.rmtree(cluster.root("s01") / "srv" / "nothing", ignore_errors=True)
 
 

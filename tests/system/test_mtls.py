@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from synco.v1 import peer_pb2, peer_pb2_grpc
 from tests.support.agents import CERTS, Cluster, issue_certificates, make_cluster, wait_until
@@ -76,6 +77,13 @@ def test_callers_without_a_cluster_certificate_are_refused(cluster: Cluster, tmp
         assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
         accepted = peer_pb2_grpc.PeerStub(impostor).SendHeartbeat(heartbeat("s02"), timeout=5)
         assert not accepted.accepted  # right identity, but no settings hash: refused politely
+    with channel(cluster, cluster.directory / "certs", "intruder") as intruder:
+        with pytest.raises(grpc.RpcError) as error:
+            health_pb2_grpc.HealthStub(intruder).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    with channel(cluster, cluster.directory / "certs", "s02") as peer:
+        answer = health_pb2_grpc.HealthStub(peer).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
     log = cluster.log("s01")
     assert "CERTIFICATE_VERIFY_FAILED" in log  # the other CA's certificate, logged by gRPC's TLS layer
     assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in log  # no certificate at all

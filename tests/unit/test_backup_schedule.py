@@ -95,6 +95,11 @@ TAKEN = dict(
             Action.WAIT,
             "s01 does not act as master (its heartbeat names s02): no snapshot",
         ),
+        (  # an unmounted master reads as an empty tree: no snapshot of it
+            {"latest_at": None, "master_failing": "/srv is not mounted"},
+            Action.WAIT,
+            "s01 is failing (/srv is not mounted): no snapshot",
+        ),
         (  # a clock a few seconds ahead on the previous run is no reason for a snapshot
             {"latest_at": NOW + 30},
             Action.IDLE,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synco.replication import Action, ReplicaView, Timing, decide
+from synco.replication import Action, ReplicaView, Timing, decide, master_silent
 
-T = Timing(debounce=0.2, periodic=300, retry=10)
+T = Timing(debounce=0.2, periodic=300, retry=10, unwatched=5)
 SYNCED = dict(
     now=1000.0,
     master="s01",
@@ -91,6 +91,36 @@ SYNCED = dict(
             Action.WAIT,
             "s01 does not act as master (its heartbeat names no master): no pull",
         ),
+        (  # an unmounted disk reads as an empty tree: copying it with --delete empties the copy
+            {"master_generation": 8, "master_failing": "/mnt/data is not mounted"},
+            Action.WAIT,
+            "s01 is failing (/mnt/data is not mounted): no pull",
+        ),
+        (
+            {"pulling_from": "s01", "master_failing": "/mnt/data is not mounted"},
+            Action.CANCEL,
+            "s01 is failing (/mnt/data is not mounted): cancelling the pull",
+        ),
+        (  # failback: generations agree, but this node wrote as master since its last pull
+            {"diverged": True},
+            Action.PULL,
+            "master is s01: full pull (this node acted as master since its last pull)",
+        ),
+        (
+            {"diverged": True, "last_pull_ok": False, "last_pull_at": 999.0},
+            Action.WAIT,
+            "last pull failed: retrying s01 after 10 s",
+        ),
+        (  # the master's watcher is down: nothing announces its changes, so poll
+            {"master_unwatched": True, "last_pull_at": 994.0},
+            Action.PULL,
+            "periodic pull from s01 (every 5 s while its watcher is down)",
+        ),
+        (
+            {"master_unwatched": True, "last_pull_at": 998.0},
+            Action.IDLE,
+            "in sync with s01 at generation 7 (its watcher is down: pulling every 5 s)",
+        ),
     ],
 )
 def test_decisions(changes: dict[str, object], action: Action, verdict: str) -> None:
@@ -113,12 +143,17 @@ def test_decisions(changes: dict[str, object], action: Action, verdict: str) -> 
         paused=st.booleans(),
         sync_requested=st.booleans(),
         master_view=st.sampled_from([None, "", "s01", "s02"]),
+        master_failing=st.sampled_from([None, "/mnt is not mounted"]),
+        master_unwatched=st.booleans(),
+        diverged=st.booleans(),
     )
 )
 def test_safety(view: ReplicaView) -> None:
     decision = decide(view, T)
-    # never a pull from a master that does not consider itself master
+    # never a pull from a master that does not consider itself master, or that is failing
     if view.master_view is not None and view.master_view != view.master:
+        assert decision.action != Action.PULL
+    if view.master_failing is not None:
         assert decision.action != Action.PULL
     # never two pulls at once, never a pull while paused or without a master
     if view.pulling_from is not None:
@@ -129,3 +164,9 @@ def test_safety(view: ReplicaView) -> None:
     if view.pulling_from is not None and view.master is not None and view.pulling_from != view.master:
         assert decision.action == Action.CANCEL
     assert decision.verdict
+
+
+def test_a_silent_master_is_named_in_the_verdict() -> None:
+    decision = master_silent(decide(ReplicaView(**SYNCED), T), "s01", 3.0)  # type: ignore[arg-type]
+    assert decision.action == Action.IDLE
+    assert decision.verdict == "no heartbeat from master s01 for over 3 s; in sync with s01 at generation 7"

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
 
 from synco import __version__
 from synco.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OperationError, SyncoError
+from synco.health import Level
 from synco.loader import load
 from synco.model import Script
 from synco.node.cluster import control_socket_path, load_cluster
-from synco.node.node import CHANNEL_OPTIONS, Node
-from synco.node.services import ControlService, PeerService
+from synco.node.node import ACCEPT_KEEPALIVE, CHANNEL_OPTIONS, Node
+from synco.node.rpc_guard import CorruptRequests
+from synco.node.services import AuthorizedHealth, ControlService, PeerService
 from synco.node.tls import self_test
 from synco.v1 import control_pb2_grpc, peer_pb2_grpc
 
@@ -62,9 +63,12 @@ async def serve(script: Script, me: str) -> None:
 
     hold_instance_lock(Path(script.agent.path(script.agent.state_dir, me)) / f"{me}.lock", me)
     # grpc enables SO_REUSEPORT by default: a second agent could then share the port unnoticed
-    peer_server = grpc.aio.server(options=[*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)])
+    peer_server = grpc.aio.server(
+        options=[*CHANNEL_OPTIONS, *ACCEPT_KEEPALIVE, ("grpc.so_reuseport", 0)],
+        interceptors=[CorruptRequests(node.refuse)],
+    )
     peer_pb2_grpc.add_PeerServicer_to_server(PeerService(node), peer_server)
-    health_servicer = HealthServicer()
+    health_servicer = AuthorizedHealth(node)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, peer_server)
     if node.credentials is None:
         peer_server.add_insecure_port(server.agent)
@@ -76,9 +80,13 @@ async def serve(script: Script, me: str) -> None:
     if control_path.is_symlink() or (control_path.exists() and not control_path.is_socket()):
         raise ConfigError(f"{control_path} exists and is not a socket; refusing to replace it")
     control_path.unlink(missing_ok=True)
-    control_server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    control_server = grpc.aio.server(options=CHANNEL_OPTIONS, interceptors=[CorruptRequests(node.refuse)])
     control_pb2_grpc.add_ControlServicer_to_server(ControlService(node), control_server)
-    control_server.add_insecure_port(f"unix:{control_path}")
+    previous = os.umask(0o077)  # the socket is bound here, private: only its owner (root) connects
+    try:
+        control_server.add_insecure_port(f"unix:{control_path}")
+    finally:
+        os.umask(previous)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,18 +103,20 @@ async def serve(script: Script, me: str) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
     await peer_server.start()
-    previous = os.umask(0o077)  # the socket is created private: only its owner (root) connects
-    try:
-        await control_server.start()
-    finally:
-        os.umask(previous)
+    await control_server.start()
     if server.metrics is not None:
         node.metrics.serve(server.metrics)
         log.info("%s: metrics on http://%s/metrics", me, server.metrics)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("%s: serving peers on %s, control on %s", me, server.agent, control_path)
     sd_notify("READY=1")
-    node.on_cycle = watchdog_pinger(time.monotonic)
+    ping, follow_health = watchdog_pinger(time.monotonic), serving_follower(node, health_servicer, stop)
+
+    def on_cycle() -> None:
+        ping()
+        follow_health()
+
+    node.on_cycle = on_cycle
     not_serving = asyncio.ensure_future(_not_serving_on(stop, health_servicer))
     try:
         await node.run(stop)
@@ -120,22 +130,49 @@ async def serve(script: Script, me: str) -> None:
         log.info("%s: stopped", me)
 
 
-async def _not_serving_on(stop: asyncio.Event, health_servicer: HealthServicer) -> None:
+async def _not_serving_on(stop: asyncio.Event, health_servicer: AuthorizedHealth) -> None:
     """Tell health checkers at once when the agent starts stopping."""
     await stop.wait()
     await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
+def serving_follower(node: Node, health: AuthorizedHealth, stop: asyncio.Event) -> Callable[[], None]:
+    """The gRPC health service's answer follows the node's health: NOT_SERVING while it is
+    failing (its disk is not mounted, its loop fails), SERVING again once it is not."""
+    serving = [True]
+    pending: set[asyncio.Future[None]] = set()
+
+    def follow() -> None:
+        ok = node.health.level != Level.FAILING
+        if ok != serving[0] and not stop.is_set():
+            serving[0] = ok
+            status = (
+                health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            task = asyncio.ensure_future(health.set("", status))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    return follow
+
+
 def private_directory(path: Path) -> None:
-    """A directory only this user can write to (created if missing), or ConfigError."""
+    """The control socket's directory: created 0700 if missing; one that exists must belong
+    to this user and be writable by nobody else (others could replace the socket), or
+    ConfigError. The mode of a directory the agent did not create is never changed."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = os.lstat(path)
+    where = f"agent.control_socket: {path}"
     if not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{path} is not a directory")
+        raise ConfigError(f"{where} is not a directory")
     if info.st_uid != os.geteuid():
-        raise ConfigError(f"{path} belongs to uid {info.st_uid}, not to this agent's user")
+        raise ConfigError(f"{where} belongs to uid {info.st_uid}, not to this agent's user")
     if info.st_mode & 0o022:
-        os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o022)
+        who = "everyone" if info.st_mode & 0o002 else "its group"
+        raise ConfigError(
+            f"{where} is writable by {who} (mode {stat.S_IMODE(info.st_mode):04o}), who could replace "
+            "the agent's socket: use a directory only this user can write to, such as /run/synco"
+        )
 
 
 _instance_locks: list[int] = []  # held for the life of the process

@@ -15,6 +15,20 @@ class Metrics:
             states=["master", "replica", "backup"],
             registry=self.registry,
         )
+        self.health = Enum(
+            "synco_health",
+            "How well this node does its job (see synco-ctl status for why)",
+            states=["ok", "degraded", "failing"],
+            registry=self.registry,
+        )
+        self.master_reachable = Gauge(
+            "synco_master_reachable",
+            "A replica or backup server: 1 while its master's heartbeats arrive within the timeout",
+            registry=self.registry,
+        )
+        self.cycle_errors = Counter(
+            "synco_cycle_errors", "Agent cycles that failed with an unexpected error", registry=self.registry
+        )
         self.epoch = Gauge("synco_epoch", "The election epoch this node acts in", registry=self.registry)
         self.generation = Gauge(
             "synco_generation",

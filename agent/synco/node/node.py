@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -16,13 +17,14 @@ import grpc
 
 from synco import backup_schedule, replication
 from synco.errors import ConfigError, SyncoError
+from synco.health import Health, Level, Problem, assess
 from synco.model import AgentSettings, Role, Script, Server
 from synco.node.backup import store_of, take_snapshot
 from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
 from synco.node.state import load_state, save_state
 from synco.node.tls import load_credentials
-from synco.node.watch import generations
+from synco.node.watch import WatchError, generations
 from synco.paths import normalize_relative
 from synco.resolver import resolve
 from synco.v1 import peer_pb2, peer_pb2_grpc
@@ -33,8 +35,29 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.max_send_message_length", MAX_MESSAGE),
 ]
+# A change stream across a cut link would otherwise wait for TCP to give up (many minutes):
+# pings on open calls find a dead peer within about 15 s, and peers accept pings that often;
+# a lost connection is tried again every 2 s at most, not gRPC's default of up to 2 minutes.
+KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+ACCEPT_KEEPALIVE = [
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 log = logging.getLogger("synco.agent")
+
+HEALTH = {
+    Level.OK: peer_pb2.HEALTH_OK,
+    Level.DEGRADED: peer_pb2.HEALTH_DEGRADED,
+    Level.FAILING: peer_pb2.HEALTH_FAILING,
+}
+MAX_CYCLE_BACKOFF = 10.0  # below half of the unit's WatchdogSec: a failing loop still pings
 
 
 def settings_hash(settings: AgentSettings) -> str:
@@ -92,7 +115,10 @@ class Node:
         self.master_changed = asyncio.Event()
         self.rewatch = asyncio.Event()  # a watched directory appeared: start the watch again
         self.on_cycle: Callable[[], None] = lambda: None  # e.g. the systemd watchdog ping
-        self.verdict_note = ""  # a background failure the verdict must mention
+        self.work_problem: str | None = None  # the role's work (watch, follow) failed; cleared once it runs
+        self.health = Health()
+        self.cycle_failures = 0  # cycles that raised in a row
+        self.started_at = clock()
         self.cancelling = False  # a cancel was sent to the pull in progress
         self.background: set[asyncio.Future[None]] = set()
         self.channels: dict[str, grpc.aio.Channel] = {}
@@ -169,18 +195,19 @@ class Node:
         return peer_pb2.ROLE_BACKUP if self.me.role == Role.BACKUP else peer_pb2.ROLE_REPLICA
 
     def heartbeat(self) -> peer_pb2.Heartbeat:
-        healthy = self.last_pull is None or self.last_pull.ok
         return peer_pb2.Heartbeat(
             node=self.me.name,
             role=self.role(),
             epoch=self.state.epoch,
             generation=self.state.generation if self.is_master else self.state.pulled_generation,
-            health=peer_pb2.HEALTH_OK if healthy else peer_pb2.HEALTH_DEGRADED,
+            health=HEALTH[self.health.level],
+            health_reason=self.health.reason,
             protocol_version=PROTOCOL_VERSION,
             settings_hash=self.hash,
             master=self.master or "",
             sent_unix_ms=int(time.time() * 1000),
             paused=self.paused,
+            unwatched=self.is_master and self.work_problem is not None,
         )
 
     def status(self) -> peer_pb2.NodeStatus:
@@ -215,6 +242,30 @@ class Node:
 
     def record_peer(self, heartbeat: peer_pb2.Heartbeat) -> None:
         self.peers[heartbeat.node] = PeerView(heartbeat, self.clock())
+        if heartbeat.role == peer_pb2.ROLE_MASTER and heartbeat.master == heartbeat.node:
+            self.heard_generation(heartbeat.node, heartbeat.generation)
+
+    def heard_generation(self, source: str, generation: int) -> None:
+        """The master `source` reached `generation` (said by its change stream, heartbeat or
+        status): every source counts, so a replica whose stream broke still learns of changes."""
+        if source != self.master or source == self.me.name or generation <= self.master_generation:
+            return
+        self.master_generation = generation
+        self.last_change_at = self.clock()
+        self.wake.set()
+
+    @property
+    def heartbeat_timeout(self) -> float:
+        return 3 * self.settings.heartbeat_interval
+
+    def master_silent(self) -> bool:
+        """A follower has not heard from its master within the heartbeat timeout (counted from
+        the agent's start until a first heartbeat arrives)."""
+        if self.master is None or self.master == self.me.name:
+            return False
+        view = self.peers.get(self.master)
+        heard = self.started_at if view is None or view.received_at is None else view.received_at
+        return self.clock() - heard > self.heartbeat_timeout
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -226,9 +277,12 @@ class Node:
         ]
         try:
             while not stop.is_set():
-                self.cycle()
+                backoff = self.guarded_cycle()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=self._next_check())
+                    if backoff is None:
+                        await asyncio.wait_for(self.wake.wait(), timeout=self._next_check())
+                    else:  # events must not turn a failing cycle into a busy loop
+                        await asyncio.wait_for(stop.wait(), timeout=backoff)
                 self.wake.clear()
         finally:
             for task in tasks:
@@ -240,11 +294,35 @@ class Node:
             for channel in self.channels.values():
                 await channel.close(None)
 
+    def guarded_cycle(self) -> float | None:
+        """One cycle; an unexpected error in it becomes the verdict and health FAILING, and
+        the loop goes on after a backoff (returned, in seconds) instead of ending the agent."""
+        try:
+            self.cycle()
+        except Exception as error:
+            self.cycle_failures += 1
+            backoff = min(MAX_CYCLE_BACKOFF, 2.0 ** (self.cycle_failures - 1))
+            reason = f"cycle failed: {type(error).__name__}: {error}"
+            self.health = Health(Level.FAILING, reason)
+            self.verdict = f"{reason}; trying again in {backoff:g} s"
+            log.error("%s: %s", self.me.name, self.verdict)
+            log.debug("%s: the failed cycle's traceback", self.me.name, exc_info=True)
+            self.metrics.cycle_errors.inc()
+            self._update_metrics()
+            return backoff
+        self.cycle_failures = 0
+        return None
+
     def cycle(self) -> None:
         """Observe, decide, act; log the verdict (INFO when it changes, DEBUG when it repeats)."""
         self.on_cycle()
         if self.pull_task is not None and self.pull_task.done():
             self._finish_pull(self.pull_task)
+        if self.is_master and not self.state.acted_as_master:
+            # persisted before acting: after a restart too, the next pull from any master keeps
+            # aside what it would overwrite or delete (the writes this node took as master)
+            self.state = replace(self.state, acted_as_master=True)
+            save_state(self.state_path, self.state)
         if self.master == self.me.name and self.is_backup:
             verdict = (
                 "named master, but a backup server keeps snapshots, not a live copy: not acting as master"
@@ -260,20 +338,44 @@ class Node:
                 decision = backup_schedule.decide(self._backup_view(), self.backup_timing)
             else:
                 decision = replication.decide(self._view(), self.timing)
+            if self.master is not None and self.master_silent():
+                decision = replication.master_silent(decision, self.master, self.heartbeat_timeout)
             verdict = decision.verdict
             if decision.action in (replication.Action.PULL, replication.Action.SNAPSHOT):
                 self.sync_requested = False
                 self._start_pull()
             elif decision.action == replication.Action.CANCEL and self.pull_task is not None:
                 self._cancel_pull()
-        if self.verdict_note:
-            verdict = f"{verdict} ({self.verdict_note})"
+        if self.work_problem:
+            verdict = f"{verdict} ({self.work_problem})"
+        self.health = assess(self._problems())
+        if self.health.level != Level.OK and self.health.reason not in verdict:
+            verdict = f"{verdict} ({self.health.line()})"
         self._update_metrics()
         if verdict != self.verdict:
             log.info("%s: %s", self.me.name, verdict)
         else:
             log.debug("%s: %s", self.me.name, verdict)
         self.verdict = verdict
+
+    def _problems(self) -> list[Problem | None]:
+        """What is wrong with this node as it is observed now (see synco.health)."""
+        mountpoint = self.me.mountpoint
+        return [
+            Problem(Level.FAILING, f"{mountpoint} is not mounted")
+            if mountpoint is not None and not os.path.ismount(mountpoint)
+            else None,
+            Problem(Level.DEGRADED, self.work_problem) if self.work_problem else None,
+            Problem(Level.DEGRADED, f"last {'snapshot' if self.is_backup else 'pull'} failed")
+            if self.last_pull is not None and not self.last_pull.ok
+            else None,
+            Problem(
+                Level.DEGRADED,
+                f"no heartbeat from master {self.master} for over {self.heartbeat_timeout:g} s",
+            )
+            if self.master_silent()
+            else None,
+        ]
 
     def _next_check(self) -> float:
         """Seconds until a decision could change with no event: a debounce or retry expiring.
@@ -307,6 +409,9 @@ class Node:
         elif not behind:
             self.behind_since = None
         metrics = self.metrics
+        metrics.health.state(self.health.level.name.lower())
+        follower = self.master is not None and self.master != self.me.name
+        metrics.master_reachable.set(1 if follower and not self.master_silent() else 0)
         metrics.is_master.set(1 if self.is_master else 0)
         metrics.role.state(peer_pb2.Role.Name(self.role()).removeprefix("ROLE_").lower())
         if self.latest_snapshot is not None:
@@ -326,6 +431,7 @@ class Node:
                 metrics.heartbeat_age.labels(peer=name).set(round(now - view.received_at, 3))
 
     def _view(self) -> replication.ReplicaView:
+        heartbeat = self._master_heartbeat()
         return replication.ReplicaView(
             now=self.clock(),
             master=self.master,
@@ -339,17 +445,32 @@ class Node:
             paused=self.paused,
             sync_requested=self.sync_requested,
             master_view=self._master_view(),
+            master_failing=self._master_failing(),
+            master_unwatched=heartbeat is not None and heartbeat.unwatched,
+            diverged=self.state.acted_as_master,
         )
+
+    def _master_heartbeat(self) -> peer_pb2.Heartbeat | None:
+        """The master's own heartbeat, if it is recent (within the heartbeat timeout)."""
+        view = self.peers.get(self.master or "")
+        if view is None or view.heartbeat is None or view.received_at is None:
+            return None
+        if self.clock() - view.received_at > self.heartbeat_timeout:
+            return None
+        return view.heartbeat
+
+    def _master_failing(self) -> str | None:
+        """Why the master's recent heartbeat says it is failing (its disk is not mounted), or None."""
+        heartbeat = self._master_heartbeat()
+        if heartbeat is None or heartbeat.health != peer_pb2.HEALTH_FAILING:
+            return None
+        return heartbeat.health_reason or "no reason given"
 
     def _master_view(self) -> str | None:
         """Who the master's own recent heartbeat names as master; None without one (no
         heartbeat yet, or none for three intervals: a pull then finds out for itself)."""
-        view = self.peers.get(self.master or "")
-        if view is None or view.heartbeat is None or view.received_at is None:
-            return None
-        if self.clock() - view.received_at > 3 * self.settings.heartbeat_interval:
-            return None
-        return view.heartbeat.master
+        heartbeat = self._master_heartbeat()
+        return None if heartbeat is None else heartbeat.master
 
     def _backup_view(self) -> backup_schedule.BackupView:
         latest = self.latest_snapshot
@@ -364,6 +485,7 @@ class Node:
             paused=self.paused,
             requested=self.sync_requested,
             master_view=self._master_view(),
+            master_failing=self._master_failing(),
         )
 
     def _cancel_pull(self) -> None:
@@ -383,7 +505,8 @@ class Node:
             self.pull_task.add_done_callback(lambda _: self.wake.set())
             return
         keep_aside = None
-        if self.state.pulled_master != master.name:  # a new master, or this node was master itself
+        if self.state.pulled_master != master.name or self.state.acted_as_master:
+            # a new master, or this node acted as master since its last pull (its own writes)
             stamp = time.strftime("%Y.%m.%d-%H.%M.%S", time.gmtime())
             keep_aside = str(self.state_path.parent / "kept-aside" / self.me.name / stamp)
             log.warning(
@@ -418,7 +541,9 @@ class Node:
         if not result.ok:
             self.metrics.pull_failures.inc()
         if result.ok:
-            self.state = replace(self.state, pulled_generation=result.generation, pulled_master=source)
+            self.state = replace(
+                self.state, pulled_generation=result.generation, pulled_master=source, acted_as_master=False
+            )
             save_state(self.state_path, self.state)
             if result.snapshot is not None:
                 self.metrics.snapshots.inc()
@@ -441,9 +566,9 @@ class Node:
         if server.name not in self.channels:
             assert server.agent is not None
             if self.credentials is None:
-                channel = grpc.aio.insecure_channel(server.agent, options=CHANNEL_OPTIONS)
+                channel = grpc.aio.insecure_channel(server.agent, options=[*CHANNEL_OPTIONS, *KEEPALIVE])
             else:  # the peer's certificate must name the server we mean to reach
-                options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server.name)]
+                options = [*CHANNEL_OPTIONS, *KEEPALIVE, ("grpc.ssl_target_name_override", server.name)]
                 channel = grpc.aio.secure_channel(server.agent, self.credentials.channel(), options=options)
             self.channels[server.name] = channel
         return self.channels[server.name]
@@ -545,7 +670,10 @@ class Node:
             self.changed.notify_all()
 
     async def _roles(self, stop: asyncio.Event) -> None:
-        """Do the current role's work (watch as master, follow as replica) until the master changes."""
+        """Do the current role's work (watch as master, follow as replica) until the master
+        changes; work that fails is started again after a backoff (1 s, doubling up to 30 s),
+        and says so in the verdict and health until it runs again."""
+        failures = 0
         while not stop.is_set():
             self.master_changed.clear()
             if self.master is None:
@@ -578,12 +706,22 @@ class Node:
             ):
                 error = work.exception()
                 if error is None and self.is_master:
+                    failures = 0
                     continue  # the watch ended on purpose (a directory appeared or was replaced)
-                what = f"{type(error).__name__}: {error}" if error else "ended"
-                self.verdict_note = f"role work {what}; restarting it"
-                log.error("%s: %s", self.me.name, self.verdict_note)
+                failures += 1
+                what = "watcher" if self.is_master else "change stream"
+                why = (
+                    (str(error) if isinstance(error, WatchError) else f"{type(error).__name__}: {error}")
+                    if error
+                    else "ended"
+                )
+                self.work_problem = f"{what} failed: {why}; starting it again"
+                log.error("%s: %s", self.me.name, self.work_problem)
+                self.wake.set()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    await asyncio.wait_for(stop.wait(), timeout=min(30.0, 2.0 ** (failures - 1)))
+            else:
+                failures = 0
 
     async def _idle(self) -> None:
         await asyncio.Event().wait()
@@ -600,6 +738,9 @@ class Node:
         appearing = asyncio.ensure_future(self._appearing(missing)) if missing else None
         try:
             async for batch in generations(paths, self.state.generation, never, announce_ready=True):
+                if self.work_problem is not None:
+                    log.info("%s: watching for changes again", self.me.name)
+                    self.work_problem = None  # the watch is in place
                 self.state = replace(self.state, generation=batch.generation)
                 save_state(self.state_path, self.state)
                 async with self.changed:
@@ -626,13 +767,14 @@ class Node:
             # Generations count per master: only a pull from this master says where we are.
             since = self.state.pulled_generation if self.state.pulled_master == self.master else 0
             request = peer_pb2.WatchRequest(node=self.me.name, since_generation=since)
+            streamed, opened = False, self.clock()
             try:
                 async for change in stub.WatchChanges(request, timeout=3600):
                     if change.master != self.master:
                         break  # the master changed meanwhile: _roles restarts us
-                    self.master_generation = change.generation
-                    self.last_change_at = self.clock()
-                    self.wake.set()
+                    streamed = True
+                    self.work_problem = None
+                    self.heard_generation(change.master, change.generation)
             except grpc.aio.AioRpcError as error:
                 level = logging.DEBUG if error.code() == grpc.StatusCode.UNAVAILABLE else logging.WARNING
                 log.log(
@@ -643,5 +785,7 @@ class Node:
                     error.code().name,
                     error.details(),
                 )
+            if streamed and self.clock() - opened >= 1.0:
+                continue  # a stream that worked for a while and broke: reconnect at once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)

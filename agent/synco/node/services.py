@@ -7,6 +7,8 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
 
 from synco.node.node import Node
 from synco.node.tls import caller
@@ -144,3 +146,34 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self.node.paused = False
         self.node.wake.set()
         return control_pb2.ResumeReply(paused=False)
+
+
+class AuthorizedHealth(HealthServicer):  # type: ignore[misc]
+    """The gRPC health service, answering only peers (as every other call): a certificate of
+    the cluster's CA that names no configured server learns nothing."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+
+    async def _authorize(self, context: grpc.aio.ServicerContext[object, object]) -> None:
+        refused = self.node.authorize(caller(context.auth_context()), None)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+
+    async def Check(
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> health_pb2.HealthCheckResponse:
+        await self._authorize(context)
+        response: health_pb2.HealthCheckResponse = await super().Check(request, context)
+        return response
+
+    async def Watch(
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> None:
+        await self._authorize(context)
+        await super().Watch(request, context)

@@ -20,6 +20,7 @@ class NodeState:
     generation: int = 0  # as master: the number of change batches seen
     pulled_generation: int = 0  # as replica: the generation of the last complete pull
     pulled_master: str | None = None  # the master that pull came from
+    acted_as_master: bool = False  # acted as master since that pull: the next one keeps aside
 
 
 def load_state(path: Path) -> NodeState:

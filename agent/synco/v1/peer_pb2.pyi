@@ -77,6 +77,8 @@ class Heartbeat(_message.Message):
     MASTER_FIELD_NUMBER: _builtins.int
     SENT_UNIX_MS_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
+    HEALTH_REASON_FIELD_NUMBER: _builtins.int
+    UNWATCHED_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     """the server name in the backup script"""
     role: Global___Role.ValueType
@@ -92,6 +94,10 @@ class Heartbeat(_message.Message):
     """the node this node believes is master"""
     sent_unix_ms: _builtins.int
     paused: _builtins.bool
+    health_reason: _builtins.str
+    """why health is not OK ("" when it is)"""
+    unwatched: _builtins.bool
+    """master: its watcher is down, changes are not announced (replicas poll)"""
     def __init__(
         self,
         *,
@@ -105,10 +111,12 @@ class Heartbeat(_message.Message):
         master: _builtins.str = ...,
         sent_unix_ms: _builtins.int = ...,
         paused: _builtins.bool = ...,
+        health_reason: _builtins.str = ...,
+        unwatched: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "generation", b"generation", "health", b"health", "master", b"master", "node", b"node", "paused", b"paused", "protocol_version", b"protocol_version", "role", b"role", "sent_unix_ms", b"sent_unix_ms", "settings_hash", b"settings_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "master", b"master", "node", b"node", "paused", b"paused", "protocol_version", b"protocol_version", "role", b"role", "sent_unix_ms", b"sent_unix_ms", "settings_hash", b"settings_hash", "unwatched", b"unwatched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
