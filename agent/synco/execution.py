@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from synco import commands, shell
+from synco import commands, root_guard, shell
 from synco.errors import ConfigError, OperationError, SyncoError
 from synco.events import Scope, fire
 from synco.lock import snapshot_lock
@@ -26,11 +25,12 @@ from synco.model import Directory, Event, Events, Script, Server
 from synco.paths import normalize_relative
 from synco.report import CopyRecord, EventRecord, RunReport
 from synco.resolution import CurrentDecision, MasterDecision, is_local
+from synco.root_paths import Side
 from synco.rsync import Features, Verdict, classify, describe_exit, parse_stats
 from synco.rsync_probe import REMOTE_PROBE, keeps_nanoseconds, local_features, remote_keeps_nanoseconds
 from synco.snapshot_names import METADATA_DIR
 from synco.snapshot_store import SnapshotStore
-from synco.transfer import plan_transfer
+from synco.transfer import Transfer, path_in, plan_transfer
 
 
 class ChildrenFailed(OperationError):
@@ -157,6 +157,11 @@ class Execution:
         return True
 
     def _run_targets(self) -> bool:
+        if not self._mounted(self.master):  # before any target is touched (a snapshot begun)
+            raise OperationError(
+                f"{self.master.mountpoint} is not mounted on {self.master.name}; refusing to copy from it "
+                "(an unmounted source reads as an empty tree, and --delete would empty every target)"
+            )
         targets = [s for s in self.script.servers if s.name != self.master.name]
         results = [self._run_target(target) for target in targets]
         failed = results.count(False)
@@ -223,6 +228,9 @@ class Execution:
                 except SyncoError as failure:
                     error = str(failure)
                     break
+                error = self._guard(transfer)
+                if error is not None:
+                    break
                 completed = shell.run(transfer.command())
                 if classify(completed.returncode) == Verdict.ERROR:
                     error = f"{directory.path}: rsync exit {completed.returncode}: {completed.last_lines(3)}"
@@ -257,18 +265,29 @@ class Execution:
             )
         return completed.stdout.strip()
 
+    def _mounted(self, server: Server) -> bool:
+        """Whether `server`'s mountpoint (if it has one) is mounted, here or over ssh."""
+        if server.mountpoint is None:
+            return True
+        if self.is_local(server):
+            return os.path.ismount(server.mountpoint)
+        probe = commands.remote_argv(server, ["mountpoint", "-q", server.mountpoint])
+        return shell.run(probe).returncode == 0
+
+    def _guard(self, transfer: Transfer) -> str | None:
+        """Why this copy must not run now (a symlink on the directory's path on either side,
+        or an unmounted source or target), or None: checked just before every copy, since
+        an earlier copy of the run can have put a symlink there. One ssh command per remote side."""
+        for server, side in ((transfer.master, Side.SOURCE), (transfer.target, Side.TARGET)):
+            paths = transfer.guarded_paths(side)
+            refusal = root_guard.check(server, transfer.directory, paths, side, local=self.is_local(server))
+            if refusal is not None:
+                return refusal
+        return None
+
     def _check_mountpoint(self, target: Server) -> None:
         """Refuse to write to a target whose backup disk is not mounted (it would fill the disk beneath)."""
-        if target.mountpoint is None:
-            return
-        if self.is_local(target):
-            mounted = os.path.ismount(target.mountpoint)
-        else:
-            mounted = (
-                shell.run(commands.remote_argv(target, ["mountpoint", "-q", target.mountpoint])).returncode
-                == 0
-            )
-        if not mounted:
+        if not self._mounted(target):
             raise OperationError(
                 f"{target.mountpoint} is not mounted on {target.name}; "
                 "refusing to write to the disk beneath it"
@@ -333,8 +352,8 @@ class Execution:
                 self._nanoseconds[key] = probe.returncode == 0 and remote_keeps_nanoseconds(probe.stdout)
         return self._nanoseconds[key]
 
-    def _copy(self, target: Server, directory: Directory) -> bool:
-        transfer = plan_transfer(
+    def _plan(self, target: Server, directory: Directory, nanoseconds: bool = False) -> Transfer:
+        return plan_transfer(
             self.script,
             self.master,
             target,
@@ -344,8 +363,34 @@ class Execution:
             dry_run=self.dry_run,
             progress=self.progress,
             link_dest=self._has_previous.get(target.name, True),
-            nanoseconds=self._keeps_nanoseconds(target, posixpath.join(target.root, directory.path)),
+            nanoseconds=nanoseconds,
         )
+
+    def _refuse(self, transfer: Transfer, refusal: str) -> None:
+        """Record a copy the path check refused, and fail it."""
+        self.report.copies.append(
+            CopyRecord(
+                transfer.directory,
+                self.master.name,
+                transfer.target.name,
+                transfer.runs_on.name,
+                "failed",
+                None,
+                refusal,
+                0.0,
+                (),
+            )
+        )
+        raise OperationError(refusal)
+
+    def _copy(self, target: Server, directory: Directory) -> bool:
+        transfer = self._plan(target, directory)
+        refusal = self._guard(transfer)
+        if refusal is not None:
+            self._refuse(transfer, refusal)
+        # Probed only once the path is known to lead to no symlink: the probe creates a file there.
+        if self._keeps_nanoseconds(target, path_in(target, transfer.directory, transfer.into)):
+            transfer = self._plan(target, directory, nanoseconds=True)
         where = "here" if transfer.local else f"on {transfer.runs_on.name}"
         self.log(f"copy {transfer.describe()} (rsync {where})")
         argv = transfer.command()

@@ -12,6 +12,7 @@ from synco.errors import ConfigError
 from synco.model import Direction, Directory, Script, Server
 from synco.overlap import overlapping
 from synco.paths import normalize_relative
+from synco.root_paths import Side, components
 from synco.rsync import Features
 from synco.snapshot_names import IN_PROGRESS, LATEST
 
@@ -26,6 +27,19 @@ class Transfer:
     runs_on: Server
     local: bool
     argv: tuple[str, ...]
+    into: str | None = None  # the target's copy is in this snapshot directory of its root
+    link_dest: bool = False  # rsync also reads the target's `latest/` copy (--link-dest)
+
+    def guarded_paths(self, side: Side) -> list[str]:
+        """The paths below `side`'s root that must not be symlinks for this copy: those that
+        lead to the directory, and on the target those of the snapshot it writes into and
+        of the `latest/` copy it reads (`latest` itself is a symlink by design)."""
+        if side == Side.SOURCE:
+            return components(self.directory)
+        in_latest = [posixpath.join(LATEST, c) for c in components(self.directory)]
+        if self.into == LATEST:
+            return in_latest
+        return components(self.directory, self.into) + (in_latest if self.link_dest else [])
 
     def describe(self) -> str:
         return f"{self.directory}: {self.master.name} -> {self.target.name}"
@@ -67,6 +81,7 @@ def plan_transfer(
     """
     path = normalize_relative(directory.path)
     method = script.method
+    _refuse_following_arguments([*method.arguments, *directory.arguments], path)
     runs_on, other = (master, target) if method.direction == Direction.PUSH else (target, master)
     colocated = (is_local(runs_on) and is_local(other)) or (
         runs_on.connection is not None and runs_on.connection == other.connection
@@ -92,6 +107,7 @@ def plan_transfer(
         *features.safety_arguments(),
     ]
     into: str | None = None
+    linked = False
     if method.snapshots:
         into = LATEST if verify else IN_PROGRESS
         # No filter rule protects the snapshot's own .synco-snapshot/: publication writes it
@@ -101,6 +117,7 @@ def plan_transfer(
             argv += ["--inplace", "--no-whole-file"]
         elif not verify and link_dest:  # without a previous snapshot, rsync would look for each file in vain
             argv.append(f"--link-dest={path_in(target, path, LATEST)}")
+            linked = True
     if verify:
         argv += ["--dry-run", "--checksum", "--itemize-changes"]
     elif dry_run:
@@ -116,4 +133,33 @@ def plan_transfer(
         return full if colocated or server is runs_on else rsync_location(server, full)
 
     argv += ["--", location(master, path_in(master, path)), location(target, path_in(target, path, into))]
-    return Transfer(master, target, path, runs_on, is_local(runs_on), tuple(argv))
+    return Transfer(master, target, path, runs_on, is_local(runs_on), tuple(argv), into, linked)
+
+
+# Short options of rsync that take a value, so that the letters after them are not options.
+_SHORT_WITH_VALUE = frozenset("eBfTM@")
+
+
+def _refuse_following_arguments(arguments: list[str], path: str) -> None:
+    """--keep-dirlinks (-K) makes the receiving rsync follow a symlink to a directory found
+    on the target inside the tree, and so write outside the target's root: refused."""
+    for argument in arguments:
+        if argument == "--":
+            return
+        if argument == "--keep-dirlinks" or "K" in _short_flags(argument):
+            raise ConfigError(
+                f"directory {path!r}: rsync argument {argument!r} (--keep-dirlinks) follows symlinks "
+                "on the target and would write outside its root; remove it"
+            )
+
+
+def _short_flags(argument: str) -> str:
+    """The single-letter options of a cluster such as `-avK` (none for a long option)."""
+    if len(argument) < 2 or argument[0] != "-" or not argument[1].isascii() or not argument[1].isalpha():
+        return ""  # a long option, a value or a filter rule such as "- K*"
+    flags = ""
+    for letter in argument[1:]:
+        flags += letter
+        if letter in _SHORT_WITH_VALUE:
+            break
+    return flags

@@ -93,7 +93,7 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path, sshd: Sshd) -> None
     )
     result = synco("run", "--as", "s01", str(script))
     assert result.returncode == 1
-    assert "s02" in result.stderr and "rsync exit 255" in result.stderr
+    assert "s02" in result.stderr and "exit 255" in result.stderr  # the path check's ssh, before rsync
     assert "Connection refused" in result.stderr
 
 

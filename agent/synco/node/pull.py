@@ -11,12 +11,15 @@ import time
 from dataclasses import dataclass, replace
 
 from synco.commands import RSYNC_ENVIRONMENT
-from synco.model import Direction, Script, Server
+from synco.errors import SyncoError
+from synco.model import Direction, Directory, Script, Server
 from synco.paths import normalize_relative
 from synco.resolution import CurrentDecision, is_local
+from synco.root_guard import check_async
+from synco.root_paths import Side
 from synco.rsync import Verdict, classify, describe_exit
 from synco.rsync_probe import keeps_nanoseconds, local_features
-from synco.transfer import Transfer, plan_transfer
+from synco.transfer import Transfer, path_in, plan_transfer
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,13 @@ async def pull(
 
 async def copy_all(script: Script, master: Server, me: Server, link_dest: bool = True) -> str | None:
     """Copy every directory of `script` from `master` into `me` with its method, rsync
-    running here; what went wrong, or None."""
+    running here; what went wrong, or None. Each copy first checks the directory's path on
+    both sides (no symlink on it, the master's mountpoint mounted): see `guard`."""
     current = CurrentDecision(me.name, "the agent's own server")
     features = local_features()
-    for directory in script.directories:
-        where = posixpath.join(me.root, normalize_relative(directory.path))
-        nanoseconds = await asyncio.to_thread(keeps_nanoseconds, where)
-        transfer = plan_transfer(
+
+    def plan(directory: Directory, nanoseconds: bool = False) -> Transfer:
+        return plan_transfer(
             script,
             master,
             me,
@@ -87,10 +90,38 @@ async def copy_all(script: Script, master: Server, me: Server, link_dest: bool =
             link_dest=link_dest,
             nanoseconds=nanoseconds,
         )
+
+    for directory in script.directories:
+        try:
+            transfer = plan(directory)
+        except SyncoError as error:
+            return f"{normalize_relative(directory.path)}: {error}"
+        refusal = await guard(transfer, master_is_local=is_local(master, current, script))
+        if refusal is not None:
+            return refusal
+        # Probed only once the path is known to lead to no symlink: the probe creates a file there.
+        where = path_in(me, transfer.directory, transfer.into)
+        if await asyncio.to_thread(keeps_nanoseconds, where):
+            transfer = plan(directory, nanoseconds=True)
         failure = await run_transfer(transfer)
         if failure is not None:
             return failure
     return None
+
+
+async def guard(transfer: Transfer, *, master_is_local: bool) -> str | None:
+    """Why this copy must not run now: a symlink on the directory's path on the master or
+    here, or the master's mountpoint not mounted (read over ssh when the master is
+    elsewhere, in the same command). Checked just before each copy: an earlier copy can
+    have put a symlink there."""
+    source = transfer.guarded_paths(Side.SOURCE)
+    refusal = await check_async(
+        transfer.master, transfer.directory, source, Side.SOURCE, local=master_is_local
+    )
+    if refusal is None:
+        target = transfer.guarded_paths(Side.TARGET)
+        refusal = await check_async(transfer.target, transfer.directory, target, Side.TARGET, local=True)
+    return refusal
 
 
 async def run_transfer(transfer: Transfer) -> str | None:
