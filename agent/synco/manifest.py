@@ -80,12 +80,26 @@ def build(root: Path, previous: dict[str, Entry] | None = None, skip: str | None
 
 
 def write(path: Path, entries: list[Entry]) -> None:
-    path.write_text("".join(e.to_json() + "\n" for e in entries), encoding="utf-8")
+    """Write the manifest at `path`, never through a symlink there (O_NOFOLLOW)."""
+    write_file(path, "".join(e.to_json() + "\n" for e in entries))
+
+
+def write_file(path: Path, text: str) -> None:
+    """Create or truncate the file `path` with `text`; a symlink at `path` is refused (ELOOP),
+    not followed: the snapshot's metadata is written inside the snapshot and nowhere else."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        stream.write(text)
 
 
 def read(path: Path) -> dict[str, Entry]:
+    return parse(path.read_text(encoding="utf-8"))
+
+
+def parse(text: str) -> dict[str, Entry]:
+    """The entries of a manifest's text; ValueError or KeyError if it is not one."""
     entries: dict[str, Entry] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         if line.strip():
             data = json.loads(line)
             entries[data["path"]] = Entry(

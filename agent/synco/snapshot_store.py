@@ -9,14 +9,16 @@ flushed: a snapshot is never visible half-written.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import json
 import os
 import posixpath
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,19 +101,48 @@ class SnapshotStore:
 
     def metadata(self, name: str) -> dict[str, Any] | None:
         try:
-            data: dict[str, Any] = json.loads((self.root / name / METADATA_DIR / METADATA_FILE).read_text())
-            return data
-        except (OSError, ValueError):
+            text = self._own_file(name, METADATA_FILE)
+            data: dict[str, Any] | None = None if text is None else json.loads(text)
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError, OperationError):
             return None
 
     def manifest_of(self, name: str) -> dict[str, manifest.Entry] | None:
         path = self.root / name / METADATA_DIR / MANIFEST_FILE
         try:
-            return manifest.read(path)
-        except FileNotFoundError:
-            return None
+            text = self._own_file(name, MANIFEST_FILE)
+            return None if text is None else manifest.parse(text)
         except (OSError, ValueError, KeyError) as error:
             raise OperationError(f"manifest {path} is unreadable: {error}") from error
+
+    def _own_file(self, name: str, file: str) -> str | None:
+        """The text of `file` in snapshot `name`'s own metadata directory, or None if there is
+        none. Only a real directory and a regular file are read, never a symlink: a source can
+        hold a `.synco-snapshot` symlink pointing anywhere (an old synco copied it as is)."""
+        directory = self.root / name / METADATA_DIR
+        try:
+            directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise OperationError(
+                    f"{directory} is not a directory (a symlink or a file), so not the snapshot's own "
+                    "metadata; refusing to read it"
+                ) from error
+            raise
+        try:
+            descriptor = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise OperationError(f"{directory / file} is a symlink; refusing to read it") from error
+            raise
+        finally:
+            os.close(directory_fd)
+        with os.fdopen(descriptor, encoding="utf-8") as stream:
+            return stream.read()
 
     # -- writing ------------------------------------------------------------------------
 
@@ -170,20 +201,23 @@ class SnapshotStore:
         name = snapshot_name(now, existing, self.fmt)
         previous = self.latest_name()
         self._write_metadata(source, name, now, previous, metadata, with_manifest, backend)
-        _syncfs(self.root)
+        with _step(name, f"flushing the file system of {self.root}"):
+            _syncfs(self.root)
         # The new `latest` is made first: a root that cannot hold it fails before anything is
         # published (a snapshot published without `latest` would be taken again and again).
         pointer = self._new_latest(name)
         try:
-            if backend == "btrfs":
-                btrfs.snapshot_readonly(source, self.root / name)
-            else:
-                os.rename(source, self.root / name)
+            with _step(name, f"renaming {source} to {self.root / name}"):
+                if backend == "btrfs":
+                    btrfs.snapshot_readonly(source, self.root / name)
+                else:
+                    os.rename(source, self.root / name)
         except BaseException:
             os.unlink(pointer)
             raise
-        os.replace(pointer, self.root / self.latest)
-        _fsync_directory(self.root)
+        with _step(name, f"pointing {link} at it"):
+            os.replace(pointer, link)
+            _fsync_directory(self.root)
         return name
 
     def _write_metadata(
@@ -196,8 +230,7 @@ class SnapshotStore:
         with_manifest: bool,
         backend: str,
     ) -> None:
-        directory = source / METADATA_DIR
-        directory.mkdir(exist_ok=True)
+        directory = _fresh_metadata_directory(source, name)
         record = {
             "snapshot": name,
             "published": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -214,21 +247,22 @@ class SnapshotStore:
                     old = self.manifest_of(previous)
                 except OperationError:
                     old = None
-            entries = manifest.build(source, old, skip=METADATA_DIR)
-            manifest.write(directory / MANIFEST_FILE, entries)
+            with _step(name, f"reading the files of {source} for the manifest"):
+                entries = manifest.build(source, old, skip=METADATA_DIR)
+            with _step(name, f"writing {directory / MANIFEST_FILE}"):
+                manifest.write(directory / MANIFEST_FILE, entries)
             record["files"] = len(entries)
-        elif (directory / MANIFEST_FILE).exists():
-            (directory / MANIFEST_FILE).unlink()
-        temporary = directory / f".{METADATA_FILE}.tmp"
-        temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, directory / METADATA_FILE)
+        text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+        with _step(name, f"writing {directory / METADATA_FILE}"):
+            manifest.write_file(directory / METADATA_FILE, text)  # a fresh directory: no rename needed
 
     def _new_latest(self, name: str) -> Path:
         """A symlink to `name` beside `latest`, to be renamed over it."""
         temporary = self.root / f".{self.latest}.synco-{os.getpid()}"
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        os.symlink(name, temporary)
+        with _step(name, f"creating {temporary}"):
+            if os.path.lexists(temporary):
+                os.unlink(temporary)
+            os.symlink(name, temporary)
         return temporary
 
     def delete(self, name: str) -> None:
@@ -251,6 +285,41 @@ class SnapshotStore:
             return sorted(n for n in os.listdir(self.root) if n.startswith(DELETING_PREFIX))
         except OSError:
             return []
+
+
+def _fresh_metadata_directory(snapshot: Path, name: str) -> Path:
+    """The snapshot's own `.synco-snapshot/`, made anew: whatever the copy put at that name
+    (the source's own: a symlink pointing anywhere, a file, a directory with symlinks in it)
+    is removed first, never followed, so that metadata is written inside the snapshot only."""
+    directory = snapshot / METADATA_DIR
+    with _step(name, f"replacing {directory}"):
+        try:
+            mode = os.lstat(directory).st_mode
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISDIR(mode):
+                remove_tree(directory)
+            else:
+                os.unlink(directory)
+    with _step(name, f"creating {directory}"):
+        os.mkdir(directory, 0o755)  # fails on anything (a symlink included) put there meanwhile
+    return directory
+
+
+@contextlib.contextmanager
+def _step(snapshot: str, step: str) -> Iterator[None]:
+    """Name the snapshot, the step and its path in a failure of publication: "No space left
+    on device" alone says neither what was being written nor where."""
+    try:
+        yield
+    except OSError as error:
+        path = str(error.filename) if error.filename is not None else ""
+        where = f" ({path})" if path and path not in step else ""
+        reason = error.strerror or str(error)
+        raise OperationError(f"publishing snapshot {snapshot}: {step}{where}: {reason}") from error
+    except OperationError as error:
+        raise OperationError(f"publishing snapshot {snapshot}: {step}: {error}") from error
 
 
 def uncovered(tree: Path, directories: Sequence[str]) -> list[str]:

@@ -163,7 +163,7 @@ def test_a_root_refusing_the_latest_link_publishes_nothing(
 
     monkeypatch.setattr(os, "symlink", refuse)  # the OS boundary: a file system without symlinks
     result = snapshot(script)
-    assert not result.ok and "publishing the snapshot" in result.message
+    assert not result.ok and "publishing snapshot " in result.message and ".latest.synco-" in result.message
     store = SnapshotStore(tmp_path / "backup")
     assert store.snapshots() == []
     assert (tmp_path / "backup" / "latest.snapshot" / "srv/a").exists()  # kept for the next attempt

@@ -100,7 +100,8 @@ async def _take(
             )
         )
     except (OSError, SyncoError) as error:
-        return failed(f"publishing the snapshot: {error}")
+        reason = str(error)  # the store's own failures name the snapshot, the step and the path
+        return failed(reason if reason.startswith("publishing") else f"publishing the snapshot: {reason}")
     message = f"snapshot {name}"
     if settings.prune:
         message += await _prune(store, settings.policy, clock(), me.name)
