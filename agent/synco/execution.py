@@ -25,7 +25,7 @@ from synco.model import Directory, Event, Events, Script, Server
 from synco.paths import normalize_relative
 from synco.report import CopyRecord, EventRecord, RunReport
 from synco.resolution import CurrentDecision, MasterDecision, is_local
-from synco.root_paths import Side
+from synco.root_paths import Side, unmounted
 from synco.rsync import Features, Verdict, classify, describe_exit, parse_stats
 from synco.rsync_probe import REMOTE_PROBE, keeps_nanoseconds, local_features, remote_keeps_nanoseconds
 from synco.snapshot_names import METADATA_DIR
@@ -157,11 +157,9 @@ class Execution:
         return True
 
     def _run_targets(self) -> bool:
-        if not self._mounted(self.master):  # before any target is touched (a snapshot begun)
-            raise OperationError(
-                f"{self.master.mountpoint} is not mounted on {self.master.name}; refusing to copy from it "
-                "(an unmounted source reads as an empty tree, and --delete would empty every target)"
-            )
+        if self.master.mountpoint is not None and not self._mounted(self.master):
+            # before any target is touched (a snapshot begun); each copy checks again
+            raise OperationError(unmounted(self.master.name, self.master.mountpoint, Side.SOURCE))
         targets = [s for s in self.script.servers if s.name != self.master.name]
         results = [self._run_target(target) for target in targets]
         failed = results.count(False)
@@ -287,11 +285,8 @@ class Execution:
 
     def _check_mountpoint(self, target: Server) -> None:
         """Refuse to write to a target whose backup disk is not mounted (it would fill the disk beneath)."""
-        if not self._mounted(target):
-            raise OperationError(
-                f"{target.mountpoint} is not mounted on {target.name}; "
-                "refusing to write to the disk beneath it"
-            )
+        if target.mountpoint is not None and not self._mounted(target):
+            raise OperationError(unmounted(target.name, target.mountpoint, Side.TARGET))
 
     def _begin_snapshot(self, target: Server) -> None:
         """Ready the target's snapshot in progress, without what the script no longer copies,

@@ -64,12 +64,7 @@ def refusal(
     `paths` are the components looked at (see `components`), in the observation's order.
     """
     if mountpoint is not None and observation.mounted is False:
-        if side == Side.SOURCE:
-            return (
-                f"{server}: {mountpoint} is not mounted on {server}; refusing to copy from it "
-                "(an unmounted source reads as an empty tree, and --delete would empty every target)"
-            )
-        return f"{server}: {mountpoint} is not mounted on {server}; refusing to write to the disk beneath it"
+        return f"{server}: {unmounted(server, mountpoint, side)}"
     for path, kind in zip(paths, observation.kinds, strict=False):
         if kind == Kind.SYMLINK:
             points = f" (-> {observation.link})" if observation.link is not None else ""
@@ -78,6 +73,16 @@ def refusal(
                 "refusing to copy through it"
             )
     return None
+
+
+def unmounted(server: str, mountpoint: str, side: Side) -> str:
+    """Why nothing is copied from (SOURCE) or to (TARGET) a server whose disk is not mounted."""
+    if side == Side.SOURCE:
+        return (
+            f"{mountpoint} is not mounted on {server}; refusing to copy from it "
+            "(an unmounted source reads as an empty tree, and --delete would empty every target)"
+        )
+    return f"{mountpoint} is not mounted on {server}; refusing to write to the disk beneath it"
 
 
 # Run as `sh -c REMOTE_GUARD sh ROOT MOUNTPOINT PATH...` (MOUNTPOINT "" for none). Prints the
