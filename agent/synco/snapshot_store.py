@@ -153,6 +153,10 @@ class SnapshotStore:
         _check_backend(backend)
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / self.in_progress
+        if path.is_symlink():  # what it points at would be pruned below, then copied into
+            raise OperationError(
+                f"{path} is a symlink (-> {os.readlink(path)}); refusing to write a snapshot through it"
+            )
         if backend == "btrfs":
             if not btrfs.on_btrfs(self.root):
                 raise OperationError(f'{self.root} is not on btrfs; use snapshot_backend = "hardlink"')

@@ -165,3 +165,21 @@ def test_a_failed_manifest_write_names_the_file(tmp_path: Path, monkeypatch: pyt
         rf"publishing snapshot \S+: writing {re.escape(str(written))}: No space left on device",
         result.message,
     ), result.message
+
+
+def test_a_symlinked_snapshot_in_progress_is_refused(tmp_path: Path) -> None:
+    """`latest.snapshot -> /victim` on a backup server: neither pruned of what the script
+    does not copy (it would delete the victim's files) nor written into."""
+    master, backup, victim = tmp_path / "master", tmp_path / "backup", tmp_path / "victim"
+    write_tree(master, {"srv/a": "1"})
+    write_tree(victim, {"precious": "not a snapshot"})
+    backup.mkdir()
+    os.symlink(victim, backup / "latest.snapshot")
+    script = Script(
+        servers=(Server("s01", str(master)), Server("b01", str(backup), role=Role.BACKUP)),
+        directories=(Directory("srv"),),
+        master="s01",
+    )
+    result = asyncio.run(take_snapshot(script, script.server("s01"), script.server("b01"), 4))
+    assert read_tree(victim) == {"precious": "not a snapshot"}
+    assert not result.ok and f"latest.snapshot is a symlink (-> {victim})" in result.message
