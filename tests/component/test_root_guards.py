@@ -329,3 +329,41 @@ def test_a_mounted_master_is_copied(tmp_path: Path) -> None:
         agent = agent_pull(agent_script(disk / "srv", t, ["data"], master=mounted))
         assert agent.ok, agent.message
     assert read_tree(t) == {"data/a": "1"}
+
+
+def test_the_agents_pull_copies_nothing_from_an_unmounted_master_over_ssh(
+    sshd: Sshd, unmounted_master: tuple[Path, Path]
+) -> None:
+    """The master's mountpoint is read in the same ssh command as its path."""
+    disk, t = unmounted_master
+    remote = Server(
+        "s01",
+        str(disk / "srv"),
+        host="127.0.0.1",
+        user=sshd.user,
+        port=sshd.port,
+        identity_file=str(sshd.identity_file),
+        ssh_options=tuple(sshd.ssh_options),
+        mountpoint=str(disk),
+    )
+    result = agent_pull(agent_script(disk / "srv", t, ["data"], master=remote))
+    assert not result.ok and f"s01: {disk} is not mounted on s01; refusing to copy from it" in result.message
+    assert read_tree(t) == {"data/a": "1", "data/b/c": "2"}
+
+
+def test_verify_compares_nothing_through_a_symlink(tmp_path: Path) -> None:
+    m, t = two_roots(tmp_path)
+    outside = tmp_path / "outside"
+    write_tree(outside, {"secret": "not the master's"})
+    (m / "data").mkdir()
+    os.symlink(outside, m / "data" / "rootlink")
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="s01",
+        servers={"s01": root(m), "s02": root(t)},
+        directories=[{"path": "data/rootlink"}],
+    )
+    result = synco("verify", "--script", str(script), "--as", "s01", "--json")
+    assert result.returncode == 1
+    error = json.loads(result.stdout)["targets"]["s02"]["error"]
+    assert error.startswith("s01: directory data/rootlink: data/rootlink is a symlink")
