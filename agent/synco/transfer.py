@@ -110,8 +110,9 @@ def plan_transfer(
     linked = False
     if method.snapshots:
         into = LATEST if verify else IN_PROGRESS
-        # No filter rule protects the snapshot's own .synco-snapshot/: publication writes it
-        # after the copy, and any filter makes rsync >= 3.4 several times slower.
+        # No filter rule keeps the source's top-level .synco-snapshot out (any filter makes
+        # rsync >= 3.4 several times slower): publication removes whatever the copy put at
+        # that name, a symlink included, and makes the snapshot's own anew.
         argv.append("--delete")
         if not verify and method.snapshot_backend == "btrfs":
             argv += ["--inplace", "--no-whole-file"]
