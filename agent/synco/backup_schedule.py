@@ -48,6 +48,7 @@ class BackupView:
     requested: bool = False  # an operator asked for a snapshot now
     master_view: str | None = None  # who the master's own last heartbeat names as master
     master_failing: str | None = None  # why the master's own heartbeat says it is failing
+    outlived_silence: bool = False  # the master went silent since the last attempt began, and is back
 
 
 def schedule_basis(snapshots: list[Snapshot], now: float) -> Snapshot | None:
@@ -78,7 +79,13 @@ def wake_at(view: BackupView, timing: BackupTiming) -> float | None:
 def decide(view: BackupView, timing: BackupTiming = BackupTiming()) -> Decision:
     """The backup server's next step and the reason for it."""
     first = interruption(
-        view.paused, view.master, view.running_from, "snapshot", view.master_view, view.master_failing
+        view.paused,
+        view.master,
+        view.running_from,
+        "snapshot",
+        view.master_view,
+        view.master_failing,
+        view.outlived_silence,
     )
     if first is not None:
         return first
@@ -114,8 +121,8 @@ def _overdue(view: BackupView, timing: BackupTiming) -> str | None:
 
 def _retry_wait(view: BackupView, timing: BackupTiming) -> float:
     """Seconds still to wait after failed attempts (0: none)."""
-    if view.failures == 0 or view.since_attempt is None:
-        return 0.0
+    if view.failures == 0 or view.since_attempt is None or view.outlived_silence:
+        return 0.0  # (failures during a silence of the master end with it)
     return max(0.0, timing.retry_after(view.failures) - view.since_attempt)
 
 

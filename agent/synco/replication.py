@@ -46,6 +46,7 @@ class ReplicaView:
     master_failing: str | None = None  # why the master's own heartbeat says it is failing
     master_unwatched: bool = False  # the master's heartbeat says its watcher is down
     diverged: bool = False  # this node acted as master since its last complete pull
+    outlived_silence: bool = False  # the master went silent since the last pull began, and is back
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,17 @@ def interruption(
     work: str,
     master_view: str | None = None,
     master_failing: str | None = None,
+    outlived_silence: bool = False,
 ) -> Decision | None:
     """What every follower (replica, backup server) decides first: nothing while paused or
     without a master, cancel `work` ("pull", "snapshot") running from a former master, and
     start none from a master whose own heartbeat says it is not the master (its data may
     be stale: DNS or the script moved on before it did, or it stepped down) or that it is
     failing (its disk is not mounted: an empty tree copied with --delete would empty every
-    copy). None when none of these applies."""
+    copy). Work that the master's silence interrupted is started again once it is heard
+    from: its connection may be stuck in TCP's retransmission backoff for many seconds after
+    a cut link came back (and work that failed meanwhile is retried at once, not after the
+    retry delay). None when none of these applies."""
     if paused:
         if running_from is not None:
             return Decision(Action.CANCEL, f"paused: cancelling the {work} from {running_from}")
@@ -80,6 +85,8 @@ def interruption(
         return Decision(
             Action.CANCEL, f"master changed from {running_from} to {master}: cancelling the {work}"
         )
+    if running_from is not None and outlived_silence:
+        return Decision(Action.CANCEL, f"{master} is back after a silence: starting the {work} again")
     if running_from is None and master_view is not None and master_view != master:
         names = f"names {master_view}" if master_view else "names no master"
         return Decision(Action.WAIT, f"{master} does not act as master (its heartbeat {names}): no {work}")
@@ -93,7 +100,13 @@ def interruption(
 def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
     """The replica's next step and the reason for it."""
     first = interruption(
-        view.paused, view.master, view.pulling_from, "pull", view.master_view, view.master_failing
+        view.paused,
+        view.master,
+        view.pulling_from,
+        "pull",
+        view.master_view,
+        view.master_failing,
+        view.outlived_silence,
     )
     if first is not None:
         return first
@@ -144,6 +157,6 @@ def master_silent(decision: Decision, master: str, timeout: float) -> Decision:
 
 
 def _retry_in(view: ReplicaView, timing: Timing) -> float:
-    if view.last_pull_ok or view.last_pull_at is None:
-        return 0.0
+    if view.last_pull_ok or view.last_pull_at is None or view.outlived_silence:
+        return 0.0  # (a pull that failed while the master was silent is tried again once it is back)
     return max(0.0, timing.retry - (view.now - view.last_pull_at))

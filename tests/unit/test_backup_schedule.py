@@ -64,6 +64,11 @@ TAKEN = dict(
             Action.SNAPSHOT,
             "snapshot due (every 1h): taking one from s01",
         ),
+        (  # they failed while the master could not be reached: no backoff once it is back
+            {"latest_at": NOW - 7200, "failures": 3, "since_attempt": 30, "outlived_silence": True},
+            Action.SNAPSHOT,
+            "snapshot due (every 1h): taking one from s01",
+        ),
         (  # failures in a row back off: 10, 20, 40 s...
             {"latest_at": NOW - 7200, "failures": 3, "since_attempt": 30},
             Action.WAIT,
@@ -94,6 +99,11 @@ TAKEN = dict(
             {"latest_at": None, "master_view": "s02"},
             Action.WAIT,
             "s01 does not act as master (its heartbeat names s02): no snapshot",
+        ),
+        (
+            {"running_from": "s01", "outlived_silence": True},
+            Action.CANCEL,
+            "s01 is back after a silence: starting the snapshot again",
         ),
         (  # an unmounted master reads as an empty tree: no snapshot of it
             {"latest_at": None, "master_failing": "/srv is not mounted"},

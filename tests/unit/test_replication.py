@@ -101,6 +101,16 @@ SYNCED = dict(
             Action.CANCEL,
             "s01 is failing (/mnt/data is not mounted): cancelling the pull",
         ),
+        (  # a pull over a link that was cut may sit in TCP's backoff long after the heal
+            {"pulling_from": "s01", "outlived_silence": True},
+            Action.CANCEL,
+            "s01 is back after a silence: starting the pull again",
+        ),
+        (  # it failed while the master could not be reached: no retry delay once it is back
+            {"master_generation": 8, "last_pull_ok": False, "last_pull_at": 999.0, "outlived_silence": True},
+            Action.PULL,
+            "generation 8 > 7: pulling from s01",
+        ),
         (  # failback: generations agree, but this node wrote as master since its last pull
             {"diverged": True},
             Action.PULL,
@@ -146,6 +156,7 @@ def test_decisions(changes: dict[str, object], action: Action, verdict: str) -> 
         master_failing=st.sampled_from([None, "/mnt is not mounted"]),
         master_unwatched=st.booleans(),
         diverged=st.booleans(),
+        outlived_silence=st.booleans(),
     )
 )
 def test_safety(view: ReplicaView) -> None:

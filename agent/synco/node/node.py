@@ -119,6 +119,7 @@ class Node:
         self.health = Health()
         self.cycle_failures = 0  # cycles that raised in a row
         self.started_at = clock()
+        self.silent_since_pull = False  # the master went silent since the last pull (or snapshot) began
         self.cancelling = False  # a cancel was sent to the pull in progress
         self.background: set[asyncio.Future[None]] = set()
         self.channels: dict[str, grpc.aio.Channel] = {}
@@ -334,11 +335,13 @@ class Node:
                 verdict = f"now master: cancelling the pull from {self.pulling_from}"
                 self._cancel_pull()
         else:
+            silent = self.master_silent()
+            self.silent_since_pull = self.silent_since_pull or silent
             if self.is_backup:
                 decision = backup_schedule.decide(self._backup_view(), self.backup_timing)
             else:
                 decision = replication.decide(self._view(), self.timing)
-            if self.master is not None and self.master_silent():
+            if self.master is not None and silent:
                 decision = replication.master_silent(decision, self.master, self.heartbeat_timeout)
             verdict = decision.verdict
             if decision.action in (replication.Action.PULL, replication.Action.SNAPSHOT):
@@ -448,7 +451,13 @@ class Node:
             master_failing=self._master_failing(),
             master_unwatched=heartbeat is not None and heartbeat.unwatched,
             diverged=self.state.acted_as_master,
+            outlived_silence=self._outlived_silence(),
         )
+
+    def _outlived_silence(self) -> bool:
+        """The master went silent since the last pull began (it runs still, or it failed), and
+        is heard again."""
+        return self.silent_since_pull and not self.master_silent()
 
     def _master_heartbeat(self) -> peer_pb2.Heartbeat | None:
         """The master's own heartbeat, if it is recent (within the heartbeat timeout)."""
@@ -486,6 +495,7 @@ class Node:
             requested=self.sync_requested,
             master_view=self._master_view(),
             master_failing=self._master_failing(),
+            outlived_silence=self._outlived_silence(),
         )
 
     def _cancel_pull(self) -> None:
@@ -497,7 +507,7 @@ class Node:
     def _start_pull(self) -> None:
         assert self.master is not None
         master = self.script.server(self.master)
-        self.pulling_from = master.name
+        self.pulling_from, self.silent_since_pull = master.name, False
         if self.is_backup:  # snapshots keep everything: nothing to keep aside
             self.pull_task = asyncio.create_task(
                 take_snapshot(self.script, master, self.me, self.master_generation)
