@@ -8,8 +8,6 @@ import asyncio
 import os
 from pathlib import Path
 
-import pytest
-
 from synco.config import load_script
 from synco.model import Script
 from synco.node.pull import pull
@@ -89,15 +87,6 @@ def test_pulls_without_keep_aside_keep_nothing(tmp_path: Path, rsync: str) -> No
     }
 
 
-# Not strict: the race is lost in 3 to 20 of 40 runs here, so a lucky clean run must not fail
-# the suite. Once pull() is fixed this shows XPASS: then drop the marker.
-@pytest.mark.xfail(
-    reason="rsync's generator (backing up what --delete removes) and receiver (backing up what it "
-    "overwrites) both create the --backup-dir tree and race: 'make_backup ... failed: File exists', "
-    "exit 11 or 23; pull() must create keep_aside/<directory> before rsync runs "
-    "(or delay the deletions to the end: --delete-delay)",
-    strict=False,
-)
 def test_keep_aside_when_only_a_subdirectory_loses_files(tmp_path: Path, rsync: str) -> None:
     """A file overwritten at the top of a directory while the only deletion is in a
     subdirectory: the first pull from a new master must succeed every time (40 in a row:

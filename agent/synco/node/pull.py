@@ -52,24 +52,46 @@ async def pull(
         return PullResult(False, unmounted, 0.0, generation)
     pulling = replace(script, method=replace(script.method, name="rsync", direction=Direction.PULL))
     if keep_aside is not None:
-        pulling = replace(
-            pulling,
-            directories=tuple(
-                replace(
-                    d,
-                    arguments=(
-                        *d.arguments,
-                        "--backup",
-                        f"--backup-dir={posixpath.join(keep_aside, normalize_relative(d.path))}",
-                    ),
-                )
-                for d in pulling.directories
-            ),
-        )
-    failure = await copy_all(pulling, master, me)
+        pulling = await asyncio.to_thread(keeping_aside, pulling, keep_aside)
+    try:
+        failure = await copy_all(pulling, master, me)
+    finally:  # cancelled too (it walks only what this pull kept aside)
+        if keep_aside is not None:
+            remove_empty(keep_aside)
     if failure is not None:
         return PullResult(False, failure, time.monotonic() - started, generation)
     return PullResult(True, "ok", time.monotonic() - started, generation)
+
+
+DELETE_MODES = frozenset({"--delete-before", "--delete-during", "--del", "--delete-delay", "--delete-after"})
+
+
+def keeping_aside(script: Script, keep_aside: str) -> Script:
+    """`script` with every directory's overwritten and deleted files moved under
+    `keep_aside/<directory>/` (rsync --backup-dir), which is created first.
+
+    rsync's generator (backing up what --delete removes) and its receiver (backing up what
+    it overwrites) would otherwise both create that tree and race ("make_backup failed:
+    File exists"); deletions are also delayed to the end of the transfer (--delete-delay)
+    unless the script chose when they happen.
+    """
+    directories = []
+    for directory in script.directories:
+        backup_dir = posixpath.join(keep_aside, normalize_relative(directory.path))
+        os.makedirs(backup_dir, mode=0o700, exist_ok=True)
+        arguments = [*script.method.arguments, *directory.arguments]
+        delay = "--delete" in arguments and not DELETE_MODES.intersection(arguments)
+        extra = ["--backup", f"--backup-dir={backup_dir}", *(["--delete-delay"] if delay else [])]
+        directories.append(replace(directory, arguments=(*directory.arguments, *extra)))
+    return replace(script, directories=tuple(directories))
+
+
+def remove_empty(top: str) -> None:
+    """Remove the directories under `top` (and `top`) that hold nothing: a first pull that
+    kept nothing aside leaves no trace."""
+    for directory, _, _ in os.walk(top, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
 
 
 async def copy_all(script: Script, master: Server, me: Server, link_dest: bool = True) -> str | None:
