@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -103,3 +104,37 @@ def parse_stats(output: str) -> dict[str, int]:
         if match:
             stats[name] = int(match.group(1).replace(",", ""))
     return stats
+
+
+# Short options of rsync that take a value, so that the letters after them are not options.
+_SHORT_WITH_VALUE = frozenset("eBfTM@")
+
+
+def follows_target_symlinks(arguments: Sequence[str]) -> str | None:
+    """The argument that makes the receiving rsync follow a symlink to a directory found on
+    the target inside the tree (--keep-dirlinks, -K), and so write outside its root; None."""
+    for argument in arguments:
+        if argument == "--":
+            return None
+        if argument == "--keep-dirlinks" or "K" in _short_flags(argument):
+            return argument
+    return None
+
+
+def refusal(argument: str) -> str:
+    return (
+        f"rsync argument {argument!r} (--keep-dirlinks) follows symlinks on the target "
+        "and would write outside its root; remove it"
+    )
+
+
+def _short_flags(argument: str) -> str:
+    """The single-letter options of a cluster such as `-avK` (none for a long option)."""
+    if len(argument) < 2 or argument[0] != "-" or not argument[1].isascii() or not argument[1].isalpha():
+        return ""  # a long option, a value or a filter rule such as "- K*"
+    flags = ""
+    for letter in argument[1:]:
+        flags += letter
+        if letter in _SHORT_WITH_VALUE:
+            break
+    return flags

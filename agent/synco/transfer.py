@@ -13,7 +13,7 @@ from synco.model import Direction, Directory, Script, Server
 from synco.overlap import overlapping
 from synco.paths import normalize_relative
 from synco.root_paths import Side, components
-from synco.rsync import Features
+from synco.rsync import Features, follows_target_symlinks, refusal
 from synco.snapshot_names import IN_PROGRESS, LATEST
 
 
@@ -137,30 +137,8 @@ def plan_transfer(
     return Transfer(master, target, path, runs_on, is_local(runs_on), tuple(argv), into, linked)
 
 
-# Short options of rsync that take a value, so that the letters after them are not options.
-_SHORT_WITH_VALUE = frozenset("eBfTM@")
-
-
 def _refuse_following_arguments(arguments: list[str], path: str) -> None:
-    """--keep-dirlinks (-K) makes the receiving rsync follow a symlink to a directory found
-    on the target inside the tree, and so write outside the target's root: refused."""
-    for argument in arguments:
-        if argument == "--":
-            return
-        if argument == "--keep-dirlinks" or "K" in _short_flags(argument):
-            raise ConfigError(
-                f"directory {path!r}: rsync argument {argument!r} (--keep-dirlinks) follows symlinks "
-                "on the target and would write outside its root; remove it"
-            )
-
-
-def _short_flags(argument: str) -> str:
-    """The single-letter options of a cluster such as `-avK` (none for a long option)."""
-    if len(argument) < 2 or argument[0] != "-" or not argument[1].isascii() or not argument[1].isalpha():
-        return ""  # a long option, a value or a filter rule such as "- K*"
-    flags = ""
-    for letter in argument[1:]:
-        flags += letter
-        if letter in _SHORT_WITH_VALUE:
-            break
-    return flags
+    """--keep-dirlinks (-K) would write outside the target's root: refused (see rsync.py)."""
+    argument = follows_target_symlinks(arguments)
+    if argument is not None:
+        raise ConfigError(f"directory {path!r}: {refusal(argument)}")

@@ -23,6 +23,7 @@ from synco.overlap import colocated, contains, overlapping
 from synco.paths import normalize_relative
 from synco.problems import Problem
 from synco.resolution import LOOPBACK, LocalIdentity, names_this_machine
+from synco.rsync import follows_target_symlinks, refusal
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*|[A-Za-z0-9_]([A-Za-z0-9_.-]*))$")
@@ -72,6 +73,7 @@ def _script_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
             yield Problem(f"{key}.path", f"{path!r} is already copied by directories[{normalized[path]}]")
         normalized[path] = index
         yield from _arguments_problems(f"{key}.arguments", directory.arguments)
+        yield from _following_problems(f"{key}.arguments", directory.arguments)
         yield from _events_problems(f"{key}.events", directory.events, DIRECTORY_SIDES)
     method = script.method
     yield from _overlap_problems(script, local)
@@ -86,6 +88,7 @@ def _script_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
             f"unknown method {method.name!r}; choose one of: {', '.join(METHOD_NAMES)}",
         )
     yield from _arguments_problems("method.arguments", method.arguments)
+    yield from _following_problems("method.arguments", method.arguments)
     if method.snapshot_backend not in SNAPSHOT_BACKENDS:
         yield Problem(
             "method.snapshot_backend",
@@ -234,6 +237,14 @@ def _arguments_problems(key: str, arguments: tuple[str, ...]) -> Iterator[Proble
             yield Problem(f"{key}[{index}]", f"must be a string, not {argument!r}")
         elif "\0" in argument:
             yield Problem(f"{key}[{index}]", "contains a NUL character")
+
+
+def _following_problems(key: str, arguments: tuple[str, ...]) -> Iterator[Problem]:
+    """What the copy refuses (synco.transfer): an argument that follows symlinks on the target."""
+    strings = [a for a in arguments if isinstance(a, str)]
+    argument = follows_target_symlinks(strings)
+    if argument is not None:
+        yield Problem(f"{key}[{strings.index(argument)}]", refusal(argument))
 
 
 def _master_problems(master: str, names: list[str]) -> Iterator[Problem]:

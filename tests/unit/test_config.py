@@ -126,6 +126,18 @@ BROKEN = [
         "array of strings",
         24,
     ),
+    (  # what the copy refuses: rsync would follow symlinks on the target, out of its root
+        ('arguments = ["--exclude", "cache/"]', 'arguments = ["--exclude", "cache/", "-avK"]'),
+        "directories[0].arguments[2]",
+        "(--keep-dirlinks) follows symlinks on the target",
+        24,
+    ),
+    (
+        ('arguments = ["--archive", "--delete"]', 'arguments = ["--archive", "--keep-dirlinks"]'),
+        "method.arguments[1]",
+        "would write outside its root",
+        6,
+    ),
 ]
 
 
