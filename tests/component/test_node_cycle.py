@@ -215,3 +215,50 @@ def test_an_unmounted_disk_makes_the_master_failing(tmp_path: Path) -> None:
     assert beat.health == peer_pb2.HEALTH_FAILING
     assert beat.health_reason == f"{disk} is not mounted"
     assert node.verdict == f"master at generation 0 (failing: {disk} is not mounted)"
+
+
+def test_a_failed_watcher_degrades_the_master_until_it_watches_again(tmp_path: Path) -> None:
+    """The watcher cannot watch a directory that is a symlink: the master says so (verdict,
+    health, `unwatched` in its heartbeat, so that replicas poll), tries again with a
+    backoff, and the note leaves the verdict once the watch is in place."""
+    script = cluster(tmp_path)
+    srv = tmp_path / "s01" / "srv"
+    srv.rmdir()
+    (tmp_path / "elsewhere").mkdir()
+    srv.symlink_to(tmp_path / "elsewhere")
+
+    async def scenario() -> list[tuple[str, bool, int]]:
+        node = Node(script, "s01")
+        stop = asyncio.Event()
+        running = asyncio.create_task(node.run(stop))
+        seen = []
+        try:
+            await until(lambda: node.work_problem is not None, "the watcher's failure")
+            node.cycle()
+            beat = node.heartbeat()
+            seen.append((node.verdict, beat.unwatched, beat.health))
+            srv.unlink()
+            srv.mkdir()
+            await until(lambda: node.work_problem is None, "watching again")
+            node.cycle()
+            beat = node.heartbeat()
+            seen.append((node.verdict, beat.unwatched, beat.health))
+        finally:
+            stop.set()
+            await running
+        return seen
+
+    failed, recovered = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    assert failed[0].startswith("master at generation 0 (degraded: watcher failed: ")
+    assert "srv is a symlink" in failed[0]
+    assert failed[1:] == (True, peer_pb2.HEALTH_DEGRADED)
+    assert recovered[0].startswith("master at generation ") and "watcher" not in recovered[0]
+    assert recovered[1:] == (False, peer_pb2.HEALTH_OK)
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(600):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not within 30 s: {what}")

@@ -349,8 +349,6 @@ class Node:
                 self._start_pull()
             elif decision.action == replication.Action.CANCEL and self.pull_task is not None:
                 self._cancel_pull()
-        if self.work_problem:
-            verdict = f"{verdict} ({self.work_problem})"
         self.health = assess(self._problems())
         if self.health.level != Level.OK and self.health.reason not in verdict:
             verdict = f"{verdict} ({self.health.line()})"
@@ -685,6 +683,8 @@ class Node:
         and says so in the verdict and health until it runs again."""
         failures = 0
         while not stop.is_set():
+            if self.master_changed.is_set():
+                self.work_problem = None  # the former role's work is over, failed or not
             self.master_changed.clear()
             if self.master is None:
                 work = asyncio.create_task(self._idle())  # nothing to do until a master is known
