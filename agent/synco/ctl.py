@@ -37,9 +37,12 @@ def table(status: control_pb2.ClusterStatus) -> str:
     local = status.local
     master_generation = local.master_generation
     rows = [("node", "role", "master?", "epoch", "generation", "lag", "last pull", "health", "heartbeat")]
+    reasons = []  # why a node is not ok, a line each under the table
 
     def row(node: peer_pb2.NodeStatus, age: str) -> None:
         beat = node.heartbeat
+        if beat.health_reason:
+            reasons.append(f"{beat.node} is {HEALTH.get(beat.health, '?')}: {beat.health_reason}")
         lag = ""
         if beat.role == peer_pb2.ROLE_REPLICA:  # a backup server is behind by design between snapshots
             lag = f"{max(0, master_generation - beat.generation)} / {node.lag_seconds:.1f}s"
@@ -78,7 +81,7 @@ def table(status: control_pb2.ClusterStatus) -> str:
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
-    return "\n".join(lines) + f"\n\n{local.heartbeat.node}: {local.verdict}"
+    return "\n".join([*lines, *reasons]) + f"\n\n{local.heartbeat.node}: {local.verdict}"
 
 
 def main(argv: list[str] | None = None) -> int:
