@@ -262,3 +262,41 @@ async def until(condition: Callable[[], bool], what: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"not within 30 s: {what}")
+
+
+def test_the_masters_status_carries_its_generation(tmp_path: Path) -> None:
+    """synco-ctl status asks each peer for its status: a master's answer counts as news of
+    its generation too (every source of it does)."""
+    from dataclasses import replace
+
+    import grpc
+
+    from synco.node.services import ControlService, PeerService
+    from synco.v1 import peer_pb2_grpc
+    from tests.support.named import free_port
+
+    port = free_port()
+    script = cluster(tmp_path)
+    script = replace(
+        script,
+        servers=tuple(
+            replace(s, agent=f"127.0.0.1:{port}") if s.name == "s01" else s for s in script.servers
+        ),
+    )
+
+    async def scenario() -> int:
+        master, replica = Node(script, "s01"), Node(script, "s02")
+        master.state = replace(master.state, generation=9)
+        server = grpc.aio.server()
+        peer_pb2_grpc.add_PeerServicer_to_server(PeerService(master), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        try:
+            await ControlService(replica)._peer_status("s01")
+        finally:
+            await server.stop(None)
+            for channel in replica.channels.values():
+                await channel.close(None)
+        return replica.master_generation
+
+    assert asyncio.run(scenario()) == 9

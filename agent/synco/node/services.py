@@ -111,9 +111,13 @@ class ControlService(control_pb2_grpc.ControlServicer):
         """The peer's own status (last pull, lag), asked with a short deadline; None if it does not answer."""
         stub = peer_pb2_grpc.PeerStub(self.node.channel(self.node.script.server(name)))
         try:
-            return await stub.Status(peer_pb2.NodeStatusRequest(), timeout=1.0)
+            status = await stub.Status(peer_pb2.NodeStatusRequest(), timeout=1.0)
         except grpc.aio.AioRpcError:
             return None
+        beat = status.heartbeat
+        if beat.node == name and beat.role == peer_pb2.ROLE_MASTER and beat.master == name:
+            self.node.heard_generation(name, beat.generation)  # every source of it counts
+        return status
 
     async def SyncNow(
         self,
