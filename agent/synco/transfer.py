@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from synco.commands import remote_argv, rsync_location, ssh_argv
 from synco.errors import ConfigError
 from synco.model import Direction, Directory, Script, Server
-from synco.overlap import overlapping
+from synco.overlap import colocated, overlapping
 from synco.paths import normalize_relative
 from synco.root_paths import Side, components
 from synco.rsync import Features, follows_target_symlinks, refusal
@@ -83,16 +83,14 @@ def plan_transfer(
     method = script.method
     _refuse_following_arguments([*method.arguments, *directory.arguments], path)
     runs_on, other = (master, target) if method.direction == Direction.PUSH else (target, master)
-    colocated = (is_local(runs_on) and is_local(other)) or (
-        runs_on.connection is not None and runs_on.connection == other.connection
-    )
-    if not colocated and other.host is None:
+    shared = colocated(runs_on, other, is_local)
+    if not shared and other.host is None:
         raise ConfigError(
             f"cannot copy {path!r} from {master.name} to {target.name}: rsync runs on "
             f"{runs_on.name} ({method.direction.value}) and {other.name} has no host to "
             f"reach it by; set servers.{other.name}.host"
         )
-    if colocated:
+    if shared:
         clash = overlapping(master, target, path, method.snapshots)
         if clash:
             raise ConfigError(
@@ -127,11 +125,11 @@ def plan_transfer(
         argv += ["--info=progress2"]
     else:
         argv += ["--stats"]
-    if not colocated:
+    if not shared:
         argv += ["-e", shlex.join(ssh_argv(other))]
 
     def location(server: Server, full: str) -> str:
-        return full if colocated or server is runs_on else rsync_location(server, full)
+        return full if shared or server is runs_on else rsync_location(server, full)
 
     argv += ["--", location(master, path_in(master, path)), location(target, path_in(target, path, into))]
     return Transfer(master, target, path, runs_on, is_local(runs_on), tuple(argv), into, linked)
