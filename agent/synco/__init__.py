@@ -7,7 +7,9 @@ built with the classes exported here.
 
 __version__ = "0.1.0"
 
-from synco.model import (
+from typing import TYPE_CHECKING, Any
+
+from synco.core.model import (
     Directory,
     Event,
     Handler,
@@ -17,7 +19,20 @@ from synco.model import (
     Side,
     command,
 )
-from synco.pyapi import main, run
+
+if TYPE_CHECKING:
+    from synco.pyapi import main, run
+
+
+def __getattr__(name: str) -> Any:
+    """`synco.main` and `synco.run` (they resolve hosts and run rsync), imported when first
+    used: importing synco itself does no I/O."""
+    if name in ("main", "run"):
+        from synco import pyapi
+
+        return getattr(pyapi, name)
+    raise AttributeError(f"module 'synco' has no attribute {name!r}")
+
 
 __all__ = [
     "Directory",

@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from synco.errors import OperationError
+from synco.core.errors import OperationError
 
 SUBVOLUME_ROOT_INODE = 256
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from synco.errors import ConfigError
-from synco.model import (
+from synco.core.errors import ConfigError
+from synco.core.model import (
     DEFAULT_RSYNC_ARGUMENTS,
     DNS_MODES,
     SNAPSHOT_BACKENDS,
@@ -31,11 +31,11 @@ from synco.model import (
     Server,
     Side,
 )
-from synco.problems import Problem
-from synco.resolution import LOOPBACK, LocalIdentity
-from synco.retention import PERIODS, Policy, parse_duration
+from synco.core.problems import Problem
+from synco.core.resolution import LOOPBACK, LocalIdentity
+from synco.core.retention import PERIODS, Policy, parse_duration
+from synco.core.validation import validate
 from synco.toml_lines import key_lines, line_of
-from synco.validation import validate
 
 TOP_KEYS = (
     "master",

@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from synco import __version__
 from synco.cli.output import flushed, leave_quietly, reader_gone
-from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
+from synco.core.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
 from synco.node.cluster import control_socket_path, load_cluster
 from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2
 

@@ -22,10 +22,10 @@ import dns.resolver
 import dns.tsig
 import dns.update
 
-from synco.dns_records import Change, RecordState, absolute, epoch_name
-from synco.errors import OperationError, ResolutionError
-from synco.model import DnsSettings
-from synco.resolution import HostAnswer
+from synco.core.dns_records import Change, RecordState, absolute, epoch_name
+from synco.core.errors import OperationError, ResolutionError
+from synco.core.model import DnsSettings
+from synco.core.resolution import HostAnswer
 from synco.resolver import SystemResolver
 
 Address = tuple[str, int]

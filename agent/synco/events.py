@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from synco.errors import OperationError, SyncoError
-from synco.model import CommandHandler, Directory, Event, Events, Script, Server, Side
+from synco.core.errors import OperationError, SyncoError
+from synco.core.model import CommandHandler, Directory, Event, Events, Script, Server, Side
 from synco.shell import Completed
 
 DEFAULT_SIDES = {

@@ -17,20 +17,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from synco import commands, root_guard, shell
-from synco.errors import ConfigError, OperationError, SyncoError
+from synco import root_guard, shell
+from synco.core import commands
+from synco.core.errors import ConfigError, OperationError, SyncoError
+from synco.core.model import Directory, Event, Events, Script, Server
+from synco.core.paths import normalize_relative
+from synco.core.resolution import CurrentDecision, MasterDecision, is_local
+from synco.core.root_paths import Side, unmounted
+from synco.core.rsync import Features, Verdict, classify, describe_exit, parse_stats
+from synco.core.snapshot_names import METADATA_DIR
+from synco.core.transfer import Transfer, path_in, plan_transfer
 from synco.events import Scope, fire
 from synco.lock import snapshot_lock
-from synco.model import Directory, Event, Events, Script, Server
-from synco.paths import normalize_relative
 from synco.report import CopyRecord, EventRecord, RunReport
-from synco.resolution import CurrentDecision, MasterDecision, is_local
-from synco.root_paths import Side, unmounted
-from synco.rsync import Features, Verdict, classify, describe_exit, parse_stats
 from synco.rsync_probe import REMOTE_PROBE, keeps_nanoseconds, local_features, remote_keeps_nanoseconds
-from synco.snapshot_names import METADATA_DIR
 from synco.snapshot_store import SnapshotStore
-from synco.transfer import Transfer, path_in, plan_transfer
 
 
 class ChildrenFailed(OperationError):

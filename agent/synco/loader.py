@@ -9,11 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from synco.config import load_script
-from synco.errors import ConfigError
-from synco.model import Script
-from synco.problems import Problem
-from synco.resolution import LOOPBACK, LocalIdentity
-from synco.validation import validate
+from synco.core.errors import ConfigError
+from synco.core.model import Script
+from synco.core.problems import Problem
+from synco.core.resolution import LOOPBACK, LocalIdentity
+from synco.core.validation import validate
 
 
 def load(path: str | Path) -> Script:

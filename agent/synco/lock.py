@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from synco.errors import LockedError, OperationError
+from synco.core.errors import LockedError, OperationError
 
 
 def lock_directory() -> Path:

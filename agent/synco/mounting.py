@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from synco.errors import ConfigError, OperationError
+from synco.core.errors import ConfigError, OperationError
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from synco.errors import SyncoError
-from synco.retention import Decision, Policy, plan
+from synco.core.errors import SyncoError
+from synco.core.retention import Decision, Policy, plan
 from synco.snapshot_store import SnapshotStore, remove_tree
 
 

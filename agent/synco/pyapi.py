@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from synco.model import Script
+from synco.core.model import Script
 from synco.report import RunReport
 from synco.resolver import Resolver
 

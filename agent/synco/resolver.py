@@ -9,9 +9,9 @@ from __future__ import annotations
 import socket
 from typing import Protocol
 
-from synco.errors import ResolutionError
-from synco.model import Script
-from synco.resolution import (
+from synco.core.errors import ResolutionError
+from synco.core.model import Script
+from synco.core.resolution import (
     CurrentDecision,
     HostAnswer,
     LocalIdentity,

@@ -1,7 +1,7 @@
 """Look at the path of a directory below a server's root just before a copy (adapter).
 
 Here with lstat (never following a symlink), on another server with one ssh command that
-also checks the mountpoint; `synco.root_paths` says what to look at and what it means.
+also checks the mountpoint; `synco.core.root_paths` says what to look at and what it means.
 
 The check is made just before each copy, not only at `synco check`: a copy can itself put a
 symlink at another directory's path (directories `data` and `data/sub` with `data/sub` a
@@ -19,10 +19,11 @@ import os
 import signal
 import stat
 
-from synco import commands, shell
-from synco.commands import RSYNC_ENVIRONMENT
-from synco.model import Server
-from synco.root_paths import (
+from synco import shell
+from synco.core import commands
+from synco.core.commands import RSYNC_ENVIRONMENT
+from synco.core.model import Server
+from synco.core.root_paths import (
     Kind,
     Observation,
     Side,
@@ -30,7 +31,7 @@ from synco.root_paths import (
     refusal,
     remote_guard_argv,
 )
-from synco.rsync import describe_exit
+from synco.core.rsync import describe_exit
 
 
 def observe_local(root: str, paths: list[str], mountpoint: str | None) -> Observation:

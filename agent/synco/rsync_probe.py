@@ -9,7 +9,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from synco.rsync import Features, parse_version
+from synco.core.rsync import Features, parse_version
 
 
 @cache

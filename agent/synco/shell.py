@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from synco.commands import RSYNC_ENVIRONMENT
+from synco.core.commands import RSYNC_ENVIRONMENT
 
 
 @dataclass(frozen=True)

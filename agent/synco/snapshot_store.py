@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from synco import __version__, btrfs, manifest
-from synco.errors import ConfigError, OperationError
-from synco.retention import Snapshot
-from synco.snapshot_names import (
+from synco.core.errors import ConfigError, OperationError
+from synco.core.retention import Snapshot
+from synco.core.snapshot_names import (
     DEFAULT_FORMAT,
     DELETING_PREFIX,
     IN_PROGRESS,

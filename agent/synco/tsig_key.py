@@ -10,7 +10,7 @@ from pathlib import Path
 import dns.name
 import dns.tsig
 
-from synco.errors import ConfigError
+from synco.core.errors import ConfigError
 
 KEY = re.compile(
     r'key\s+"?(?P<name>[^"\s{]+)"?\s*\{(?P<body>[^}]*)\}\s*;',

@@ -15,9 +15,9 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.named import ZONE, start_cluster
 
+from synco.core.dns_records import plan_change
+from synco.core.model import DnsSettings
 from synco.dns_client import Authority
-from synco.dns_records import plan_change
-from synco.model import DnsSettings
 from synco.tsig_key import load_key
 
 

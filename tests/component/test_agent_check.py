@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from synco.model import AgentSettings
+from synco.core.model import AgentSettings
 from synco.node.tls import self_test
 from tests.support.agents import issue_certificates
 

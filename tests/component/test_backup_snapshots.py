@@ -13,10 +13,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from synco.model import BackupSettings, Directory, Method, Role, Script, Server
+from synco.core.model import BackupSettings, Directory, Method, Role, Script, Server
+from synco.core.retention import Policy
 from synco.node.backup import take_snapshot
 from synco.node.pull import PullResult
-from synco.retention import Policy
 from synco.snapshot_store import SnapshotStore
 from tests.support.cli import read_tree, write_tree
 

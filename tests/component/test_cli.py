@@ -347,7 +347,7 @@ def test_check_reports_the_overlap_run_refuses_on_this_machine(tmp_path: Path, h
 def test_check_of_a_python_script_names_each_problem_once(tmp_path: Path) -> None:
     path = tmp_path / "cluster.py"
     path.write_text(
-        "import synco\nfrom synco.model import AgentSettings\n"
+        "import synco\nfrom synco.core.model import AgentSettings\n"
         "script = synco.Script(master='a', servers=[synco.Server('a', root='/a', agent='127.0.0.1:7001'),"
         " synco.Server('b', root='/b', agent='127.0.0.1:7002')], directories=[synco.Directory('/etc')],"
         " agent=AgentSettings(insecure=True))\n"

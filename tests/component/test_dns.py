@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from synco.core.dns_records import RecordState, plan_change
+from synco.core.errors import OperationError, ResolutionError
+from synco.core.model import DnsSettings
 from synco.dns_client import Authority, Conflict
-from synco.dns_records import RecordState, plan_change
-from synco.errors import OperationError, ResolutionError
-from synco.model import DnsSettings
 from synco.tsig_key import load_key
 from tests.support.cli import read_tree, synco, write_tree
 from tests.support.named import ZONE, DnsCluster, write_key

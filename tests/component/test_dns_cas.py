@@ -11,9 +11,9 @@ import dns.tsig
 import dns.update
 import pytest
 
+from synco.core.dns_records import RecordState, absolute, plan_change
+from synco.core.model import DnsSettings
 from synco.dns_client import Authority, Conflict, parse_server
-from synco.dns_records import RecordState, absolute, plan_change
-from synco.model import DnsSettings
 from synco.tsig_key import load_key
 from tests.support.named import ZONE, ZONE_FILE, DnsCluster, start_standalone
 

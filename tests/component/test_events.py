@@ -38,8 +38,8 @@ def build(tmp_path: Path, log: list[str], fail: dict[str, str] | None = None) ->
     fail = fail or {}
     write_tree(tmp_path / "m", {"d1/f": "1", "d2/g": "2"})
 
-    def events(label: str) -> synco.model.Events:
-        return synco.model.Events.build(recorder(log, label, fail.get(label)))  # type: ignore[arg-type]
+    def events(label: str) -> synco.core.model.Events:
+        return synco.core.model.Events.build(recorder(log, label, fail.get(label)))  # type: ignore[arg-type]
 
     return Script(
         master="m",
@@ -147,7 +147,7 @@ def test_failing_copy_fires_failure_with_the_error(tmp_path: Path) -> None:
     errors: list[str | None] = []
     script = build(tmp_path, log)
     (tmp_path / "t1").write_text("a file, so rsync cannot create the root")
-    d1 = Directory("d1", events=synco.model.Events.build({"failure": lambda s: errors.append(s.error)}))
+    d1 = Directory("d1", events=synco.core.model.Events.build({"failure": lambda s: errors.append(s.error)}))
     from dataclasses import replace
 
     report = synco.run(replace(script, directories=(d1, script.directories[1])), lock=False)
@@ -244,7 +244,7 @@ def test_handler_calling_sys_exit_fails_instead_of_ending_the_run(tmp_path: Path
     script = build(tmp_path, log)
     from dataclasses import replace
 
-    quitter = synco.model.Events.build({"prepare": lambda scope: sys.exit(0)})
+    quitter = synco.core.model.Events.build({"prepare": lambda scope: sys.exit(0)})
     script = replace(
         script, servers=(script.servers[0], replace(script.servers[1], events=quitter), script.servers[2])
     )

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from synco.config import load_script
-from synco.model import Script
+from synco.core.model import Script
 from synco.node.pull import pull
 from tests.support.cli import read_tree, write_tree
 from tests.support.scripts import root, toml_script

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from synco.errors import ConfigError, OperationError
-from synco.model import Script
+from synco.core.errors import ConfigError, OperationError
+from synco.core.model import Script
 from synco.node.state import NodeState, load_state, save_state
 from synco.node.watch import Batch, generations
 
@@ -138,8 +138,8 @@ def test_a_snapshot_named_in_the_future_does_not_drive_the_schedule(tmp_path: Pa
     scheduling from it would take one snapshot after another."""
     from datetime import UTC, datetime
 
+    from synco.core.snapshot_names import snapshot_name
     from synco.node.node import Node
-    from synco.snapshot_names import snapshot_name
 
     now = datetime(2026, 11, 26, 12, 30, tzinfo=UTC).timestamp()  # mid-hour: nothing due
     root = tmp_path / "b01"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from synco.config import parse_script
-from synco.model import Script
+from synco.core.model import Script
 from synco.node.node import Node
 from synco.node.state import load_state
 from synco.v1 import peer_pb2
@@ -115,7 +115,7 @@ def test_failback_keeps_aside_what_the_node_wrote_as_master(tmp_path: Path) -> N
 def test_an_error_in_a_cycle_is_a_verdict_not_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from synco import replication
+    from synco.core import replication
 
     calls = []
     real = replication.decide

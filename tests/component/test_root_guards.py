@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from synco.model import Directory, Method, Role, Script, Server
+from synco.core.model import Directory, Method, Role, Script, Server
 from synco.node.backup import take_snapshot
 from synco.node.pull import PullResult, pull
 from synco.snapshot_store import SnapshotStore

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from synco import manifest
-from synco.errors import OperationError
-from synco.model import BackupSettings, Directory, Role, Script, Server
+from synco.core.errors import OperationError
+from synco.core.model import BackupSettings, Directory, Role, Script, Server
 from synco.node.backup import take_snapshot
 from synco.snapshot_store import SnapshotStore
 from tests.support.cli import read_tree, synco, write_tree

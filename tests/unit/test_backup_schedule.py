@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synco.backup_schedule import BackupTiming, BackupView, decide, wake_at
-from synco.replication import Action
+from synco.core.backup_schedule import BackupTiming, BackupView, decide, wake_at
+from synco.core.replication import Action
 
 T = BackupTiming(interval=3600, retry=10)
 NOW = datetime(2026, 11, 26, 12, 30, tzinfo=UTC).timestamp()
@@ -175,8 +175,8 @@ def test_safety(view: BackupView, interval: float) -> None:
 
 
 def test_schedule_basis_skips_a_snapshot_named_in_the_future() -> None:
-    from synco.backup_schedule import schedule_basis
-    from synco.retention import Snapshot
+    from synco.core.backup_schedule import schedule_basis
+    from synco.core.retention import Snapshot
 
     def at(offset: float, name: str) -> Snapshot:
         return Snapshot(name, datetime.fromtimestamp(NOW + offset, UTC))

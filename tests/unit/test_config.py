@@ -7,12 +7,12 @@ import textwrap
 import pytest
 
 from synco.config import parse_script
-from synco.errors import ConfigError
-from synco.model import CommandHandler, Direction, Directory, Method, Script, Server, Side
-from synco.resolution import LocalIdentity, names_this_machine
-from synco.rsync import Features
-from synco.transfer import plan_transfer
-from synco.validation import validate
+from synco.core.errors import ConfigError
+from synco.core.model import CommandHandler, Direction, Directory, Method, Script, Server, Side
+from synco.core.resolution import LocalIdentity, names_this_machine
+from synco.core.rsync import Features
+from synco.core.transfer import plan_transfer
+from synco.core.validation import validate
 
 GOOD = """\
 master = "s01"

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from synco.config import parse_script
+from synco.core.dns_records import RecordState, absolute, epoch_name, plan_change
 from synco.dns_client import parse_server
-from synco.dns_records import RecordState, absolute, epoch_name, plan_change
 
 
 def test_names() -> None:

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synco.paths import normalize_relative
+from synco.core.paths import normalize_relative
 
 
 @pytest.mark.parametrize(

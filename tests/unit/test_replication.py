@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synco.replication import Action, ReplicaView, Timing, decide, master_silent
+from synco.core.replication import Action, ReplicaView, Timing, decide, master_silent
 
 T = Timing(debounce=0.2, periodic=300, retry=10, unwatched=5)
 SYNCED = dict(

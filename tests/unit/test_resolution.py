@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from synco.errors import ResolutionError
-from synco.model import Directory, Script, Server
-from synco.resolution import (
+from synco.core.errors import ResolutionError
+from synco.core.model import Directory, Script, Server
+from synco.core.resolution import (
     CurrentDecision,
     HostAnswer,
     LocalIdentity,

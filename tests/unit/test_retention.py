@@ -10,7 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from synco.retention import BUCKETS, DEFAULT_COUNTS, PERIODS, Decision, Policy, Snapshot, parse_duration, plan
+from synco.core.retention import (
+    BUCKETS,
+    DEFAULT_COUNTS,
+    PERIODS,
+    Decision,
+    Policy,
+    Snapshot,
+    parse_duration,
+    plan,
+)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

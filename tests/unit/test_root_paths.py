@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from synco.errors import ConfigError
-from synco.model import Direction, Directory, Method, Script, Server
-from synco.root_guard import observe_local
-from synco.root_paths import (
+from synco.core.errors import ConfigError
+from synco.core.model import Direction, Directory, Method, Script, Server
+from synco.core.root_paths import (
     Kind,
     Observation,
     Side,
@@ -21,8 +20,9 @@ from synco.root_paths import (
     refusal,
     remote_guard_argv,
 )
-from synco.rsync import Features
-from synco.transfer import plan_transfer
+from synco.core.rsync import Features
+from synco.core.transfer import plan_transfer
+from synco.root_guard import observe_local
 
 
 @pytest.mark.parametrize(

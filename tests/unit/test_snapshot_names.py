@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from synco.snapshot_names import parse_name, snapshot_name
+from synco.core.snapshot_names import parse_name, snapshot_name
 
 MOMENT = datetime(2026, 11, 26, 4, 5, 6, tzinfo=UTC)
 

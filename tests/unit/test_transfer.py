@@ -6,11 +6,11 @@ import shlex
 
 import pytest
 
-from synco.errors import ConfigError
-from synco.model import Direction, Directory, Method, Script, Server
-from synco.resolution import CurrentDecision, is_local
-from synco.rsync import Features
-from synco.transfer import plan_transfer
+from synco.core.errors import ConfigError
+from synco.core.model import Direction, Directory, Method, Script, Server
+from synco.core.resolution import CurrentDecision, is_local
+from synco.core.rsync import Features
+from synco.core.transfer import plan_transfer
 
 NEW = Features((3, 2, 7))
 OLD = Features((3, 1, 3))

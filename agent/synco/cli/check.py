@@ -7,9 +7,9 @@ from pathlib import Path
 
 from synco.cli.output import emit_json
 from synco.config import parse_script
-from synco.errors import EXIT_OK, EXIT_USAGE
+from synco.core.errors import EXIT_OK, EXIT_USAGE
+from synco.core.problems import Problem
 from synco.loader import python_problems
-from synco.problems import Problem
 from synco.resolver import local_identity
 
 

@@ -8,9 +8,9 @@ import sys
 from typing import TYPE_CHECKING
 
 from synco.cli.output import emit_json
-from synco.dns_records import RecordState, absolute, plan_change
-from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError, OperationError
-from synco.model import Script, Server
+from synco.core.dns_records import RecordState, absolute, plan_change
+from synco.core.errors import EXIT_FAILED, EXIT_OK, ConfigError, OperationError
+from synco.core.model import Script, Server
 
 if TYPE_CHECKING:  # dnspython costs start-up time; only `synco dns` needs it
     from synco.dns_client import Authority

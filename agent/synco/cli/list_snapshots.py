@@ -9,9 +9,9 @@ from pathlib import Path
 
 from synco.cli.output import emit_json
 from synco.cli.rotate import add_store_arguments, store
-from synco.errors import EXIT_OK
+from synco.core.errors import EXIT_OK
+from synco.core.snapshot_names import METADATA_DIR
 from synco.manifest import walk_files
-from synco.snapshot_names import METADATA_DIR
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from synco import __version__
 from synco.cli import check, dns, list_snapshots, master, mount, prune, rotate, run, verify
 from synco.cli.output import emit_json, error, flushed, leave_quietly, reader_gone
-from synco.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, SyncoError, Terminated
+from synco.core.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, SyncoError, Terminated
+from synco.core.model import Script
 from synco.loader import checked, load
-from synco.model import Script
 
 DESCRIPTION = "Synco keeps servers in sync and backed up with rsync."
 

@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from synco.cli.output import emit_json
-from synco.errors import EXIT_OK
-from synco.model import Script
+from synco.core.errors import EXIT_OK
+from synco.core.model import Script
 from synco.resolver import resolve
 
 

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from synco.cli.output import emit_json
-from synco.errors import EXIT_OK, OperationError
+from synco.core.errors import EXIT_OK, OperationError
 from synco.mounting import (
     MountPlan,
     checked_mountpoint,

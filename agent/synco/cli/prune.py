@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from synco.cli.output import emit_json
 from synco.cli.rotate import add_store_arguments, store
-from synco.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from synco.core.errors import EXIT_FAILED, EXIT_OK, ConfigError
+from synco.core.retention import DEFAULT_COUNTS, PERIODS, Policy, parse_duration
 from synco.lock import snapshot_lock
 from synco.pruning import prune
-from synco.retention import DEFAULT_COUNTS, PERIODS, Policy, parse_duration
 
 HELP = (
     "Rules keep one snapshot per hour, day, ISO week, month, quarter or year for the N most "

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from synco.errors import EXIT_OK, ConfigError
+from synco.core.errors import EXIT_OK, ConfigError
+from synco.core.snapshot_names import DEFAULT_FORMAT, IN_PROGRESS, LATEST
 from synco.lock import snapshot_lock
-from synco.snapshot_names import DEFAULT_FORMAT, IN_PROGRESS, LATEST
 from synco.snapshot_store import BACKENDS, SnapshotStore
 
 

@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable
 
 from synco.cli.output import emit_json
-from synco.errors import EXIT_FAILED, EXIT_OK
+from synco.core.errors import EXIT_FAILED, EXIT_OK
+from synco.core.model import Script
 from synco.execution import Execution, stderr_line
 from synco.lock import ScriptLock
-from synco.model import Script
 from synco.report import RunReport
 from synco.resolver import Resolver, resolve
 

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from synco.cli.output import emit_json
-from synco.errors import EXIT_FAILED, EXIT_OK, OperationError
+from synco.core.errors import EXIT_FAILED, EXIT_OK, OperationError
+from synco.core.snapshot_names import LATEST, METADATA_DIR
 from synco.loader import load
 from synco.manifest import compare
-from synco.snapshot_names import LATEST, METADATA_DIR
 from synco.snapshot_store import SnapshotStore
 
 

@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from synco.errors import SyncoError
+from synco.core.errors import SyncoError
+from synco.core.model import Direction, Method, Script, Server
+from synco.core.paths import normalize_relative
+from synco.core.retention import Policy
 from synco.lock import snapshot_lock
-from synco.model import Direction, Method, Script, Server
 from synco.node.pull import PullResult, check_mounted, copy_all
-from synco.paths import normalize_relative
 from synco.pruning import prune
-from synco.retention import Policy
 from synco.snapshot_store import SnapshotStore
 
 log = logging.getLogger("synco.agent")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synco.errors import ConfigError
+from synco.core.errors import ConfigError
+from synco.core.model import Script
+from synco.core.resolution import LocalIdentity, choose_current
 from synco.loader import load
-from synco.model import Script
-from synco.resolution import LocalIdentity, choose_current
 from synco.resolver import default_resolver, local_identity, server_answers
 
 

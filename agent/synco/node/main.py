@@ -19,10 +19,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from synco import __version__
-from synco.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OperationError, SyncoError
-from synco.health import Level
+from synco.core.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, ConfigError, OperationError, SyncoError
+from synco.core.health import Level
+from synco.core.model import Script
 from synco.loader import load
-from synco.model import Script
 from synco.node.cluster import control_socket_path, load_cluster
 from synco.node.node import ACCEPT_KEEPALIVE, CHANNEL_OPTIONS, Node
 from synco.node.rpc_guard import CorruptRequests

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import grpc
 
-from synco import backup_schedule, replication
-from synco.errors import ConfigError, SyncoError
-from synco.health import Health, Level, Problem, assess
-from synco.model import AgentSettings, Role, Script, Server
+from synco.core import backup_schedule, replication
+from synco.core.errors import ConfigError, SyncoError
+from synco.core.health import Health, Level, Problem, assess
+from synco.core.model import AgentSettings, Role, Script, Server
+from synco.core.paths import normalize_relative
 from synco.node.backup import store_of, take_snapshot
 from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
 from synco.node.state import load_state, save_state
 from synco.node.tls import load_credentials
 from synco.node.watch import WatchError, generations
-from synco.paths import normalize_relative
 from synco.resolver import resolve
 from synco.v1 import peer_pb2, peer_pb2_grpc
 
@@ -360,7 +360,7 @@ class Node:
         self.verdict = verdict
 
     def _problems(self) -> list[Problem | None]:
-        """What is wrong with this node as it is observed now (see synco.health)."""
+        """What is wrong with this node as it is observed now (see synco.core.health)."""
         mountpoint = self.me.mountpoint
         return [
             Problem(Level.FAILING, f"{mountpoint} is not mounted")

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from synco import btrfs
-from synco.errors import SyncoError
-from synco.model import Role, Script, Server
+from synco.core.errors import SyncoError
+from synco.core.model import Role, Script, Server
 from synco.node.state import load_state
 from synco.tsig_key import load_key
 

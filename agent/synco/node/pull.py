@@ -10,16 +10,16 @@ import signal
 import time
 from dataclasses import dataclass, replace
 
-from synco.commands import RSYNC_ENVIRONMENT
-from synco.errors import SyncoError
-from synco.model import Direction, Directory, Script, Server
-from synco.paths import normalize_relative
-from synco.resolution import CurrentDecision, is_local
+from synco.core.commands import RSYNC_ENVIRONMENT
+from synco.core.errors import SyncoError
+from synco.core.model import Direction, Directory, Script, Server
+from synco.core.paths import normalize_relative
+from synco.core.resolution import CurrentDecision, is_local
+from synco.core.root_paths import Side
+from synco.core.rsync import Verdict, classify, describe_exit
+from synco.core.transfer import Transfer, path_in, plan_transfer
 from synco.root_guard import check_async
-from synco.root_paths import Side
-from synco.rsync import Verdict, classify, describe_exit
 from synco.rsync_probe import keeps_nanoseconds, local_features
-from synco.transfer import Transfer, path_in, plan_transfer
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from synco.errors import OperationError
+from synco.core.errors import OperationError
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 
-from synco.errors import ConfigError
-from synco.model import AgentSettings
+from synco.core.errors import ConfigError
+from synco.core.model import AgentSettings
 
 
 @dataclass(frozen=True)

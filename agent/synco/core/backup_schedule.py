@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from synco.replication import Action, Decision, interruption
-from synco.retention import FUTURE_TOLERANCE, Snapshot, format_duration
+from synco.core.replication import Action, Decision, interruption
+from synco.core.retention import FUTURE_TOLERANCE, Snapshot, format_duration
 
 # A newest snapshot further in the future than this: the clock moved back (the same margin
 # pruning allows before it stops counting a snapshot).

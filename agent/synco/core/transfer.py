@@ -7,14 +7,14 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from synco.commands import remote_argv, rsync_location, ssh_argv
-from synco.errors import ConfigError
-from synco.model import Direction, Directory, Script, Server
-from synco.overlap import colocated, overlapping
-from synco.paths import normalize_relative
-from synco.root_paths import Side, components
-from synco.rsync import Features, follows_target_symlinks, refusal
-from synco.snapshot_names import IN_PROGRESS, LATEST
+from synco.core.commands import remote_argv, rsync_location, ssh_argv
+from synco.core.errors import ConfigError
+from synco.core.model import Direction, Directory, Script, Server
+from synco.core.overlap import colocated, overlapping
+from synco.core.paths import normalize_relative
+from synco.core.root_paths import Side, components
+from synco.core.rsync import Features, follows_target_symlinks, refusal
+from synco.core.snapshot_names import IN_PROGRESS, LATEST
 
 
 @dataclass(frozen=True)

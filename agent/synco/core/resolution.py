@@ -10,8 +10,8 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from synco.errors import ResolutionError
-from synco.model import Script, Server
+from synco.core.errors import ResolutionError
+from synco.core.model import Script, Server
 
 
 def normalize_name(name: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from synco.model import (
+from synco.core.model import (
     METHOD_NAMES,
     SNAPSHOT_BACKENDS,
     BackupSettings,
@@ -19,11 +19,11 @@ from synco.model import (
     Server,
     Side,
 )
-from synco.overlap import colocated, contains, overlapping
-from synco.paths import normalize_relative
-from synco.problems import Problem
-from synco.resolution import LOOPBACK, LocalIdentity, names_this_machine
-from synco.rsync import follows_target_symlinks, refusal
+from synco.core.overlap import colocated, contains, overlapping
+from synco.core.paths import normalize_relative
+from synco.core.problems import Problem
+from synco.core.resolution import LOOPBACK, LocalIdentity, names_this_machine
+from synco.core.rsync import follows_target_symlinks, refusal
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*|[A-Za-z0-9_]([A-Za-z0-9_.-]*))$")
@@ -240,7 +240,7 @@ def _arguments_problems(key: str, arguments: tuple[str, ...]) -> Iterator[Proble
 
 
 def _following_problems(key: str, arguments: tuple[str, ...]) -> Iterator[Problem]:
-    """What the copy refuses (synco.transfer): an argument that follows symlinks on the target."""
+    """What the copy refuses (synco.core.transfer): an argument that follows symlinks on the target."""
     strings = [a for a in arguments if isinstance(a, str)]
     argument = follows_target_symlinks(strings)
     if argument is not None:

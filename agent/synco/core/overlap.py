@@ -5,8 +5,8 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 
-from synco.model import Server
-from synco.snapshot_names import IN_PROGRESS
+from synco.core.model import Server
+from synco.core.snapshot_names import IN_PROGRESS
 
 
 def colocated(a: Server, b: Server, is_local: Callable[[Server], bool]) -> bool:

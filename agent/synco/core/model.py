@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from synco.retention import Policy
+from synco.core.retention import Policy
 
 if TYPE_CHECKING:
     from synco.events import Scope

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
-from synco.model import Server
+from synco.core.model import Server
 
 # Variables that change how rsync quotes remote arguments; Synco sets the behaviour itself.
 RSYNC_ENVIRONMENT = ("RSYNC_OLD_ARGS", "RSYNC_PROTECT_ARGS")
