@@ -71,6 +71,7 @@ SERVER_KEYS = (
     "ssh_options",
     "priority",
     "role",
+    "voter",
     "mountpoint",
     "synco_path",
     "agent",
@@ -351,8 +352,8 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
             reader.problem(key, f"must be a table, not {_kind(table)}")
             continue
         reader.keys(key, table, SERVER_KEYS)
-        root = reader.string(key, table, "root", required=True)
         role = reader.choice(key, table, "role", tuple(r.value for r in Role))
+        root = reader.string(key, table, "root", required=role != Role.WITNESS)
         events = _build_events(reader, f"{key}.events", table)
         server = Server(
             name=name,
@@ -364,6 +365,7 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
             ssh_options=reader.strings(key, table, "ssh_options") or (),
             priority=_default(reader.integer(key, table, "priority"), 100),
             role=Role(role or Role.REPLICA),
+            voter=reader.boolean(key, table, "voter", True),
             mountpoint=reader.string(key, table, "mountpoint"),
             synco_path=reader.string(key, table, "synco_path") or "synco",
             agent=reader.string(key, table, "agent"),

@@ -109,7 +109,7 @@ class Execution:
     def _record_skipped(self) -> None:
         """A record for every copy an earlier failure prevented, so the report is complete."""
         done = {(c.target, c.directory) for c in self.report.copies}
-        for target in self.script.servers:
+        for target in self.script.data_servers:
             if target.name == self.master.name:
                 continue
             for directory in self.script.directories:
@@ -161,7 +161,7 @@ class Execution:
         if self.master.mountpoint is not None and not self._mounted(self.master):
             # before any target is touched (a snapshot begun); each copy checks again
             raise OperationError(unmounted(self.master.name, self.master.mountpoint, Side.SOURCE))
-        targets = [s for s in self.script.servers if s.name != self.master.name]
+        targets = [s for s in self.script.data_servers if s.name != self.master.name]
         results = [self._run_target(target) for target in targets]
         failed = results.count(False)
         if failed:
@@ -208,7 +208,7 @@ class Execution:
     def verify(self, only: str | None = None) -> dict[str, object]:
         """Compare each target's copy with the master by checksum; nothing is written."""
         targets: dict[str, dict[str, object]] = {}
-        for target in self.script.servers:
+        for target in self.script.data_servers:
             if target.name == self.master.name or (only is not None and target.name != only):
                 continue
             differences: list[str] = []

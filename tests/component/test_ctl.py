@@ -155,6 +155,10 @@ NODE = {
     "lagSeconds",
     "latestSnapshot",
     "nextSnapshotUnixMs",
+    "election",
+    "leaseRemaining",
+    "failoverOff",
+    "dnsLagging",
 }
 HEARTBEAT = {
     "node",
@@ -169,6 +173,11 @@ HEARTBEAT = {
     "paused",
     "healthReason",
     "unwatched",
+    "dataEpoch",
+    "ineligible",
+    "leaseSeconds",
+    "renewalSent",
+    "acting",
 }
 PEER = {"node", "status", "lastHeartbeatUnixMs", "reachable", "error"}
 

@@ -72,11 +72,11 @@ def test_changes_become_generations(tmp_path: Path) -> None:
     assert all(b.changes >= 1 for b in batches)
 
 
-def backup_cluster(tmp_path: Path, interval: str = "1h") -> Script:
+def backup_cluster(tmp_path: Path, interval: str = "1h", master: str = "s01") -> Script:
     from synco.config import parse_script
 
     text = f"""\
-master = "s01"
+master = "{master}"
 [agent]
 insecure = true
 state_dir = "{tmp_path}/state"
@@ -105,8 +105,8 @@ def test_a_backup_server_named_master_by_dns_does_nothing(tmp_path: Path) -> Non
     from synco.v1 import peer_pb2
 
     async def scenario() -> Node:
-        node = Node(backup_cluster(tmp_path), "b01")
-        node.set_master("b01", "the DNS name points at b01")
+        node = Node(backup_cluster(tmp_path, master="master.example.org."), "b01")
+        node.dns_named = ("b01", None, "the DNS name points at b01")  # what the DNS poll records
         node.cycle()
         return node
 

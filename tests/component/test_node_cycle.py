@@ -17,10 +17,10 @@ from synco.node.state import load_state
 from synco.v1 import peer_pb2
 
 
-def cluster(tmp_path: Path, mountpoint: str | None = None) -> Script:
+def cluster(tmp_path: Path, mountpoint: str | None = None, master: str = "s01") -> Script:
     extra = f'mountpoint = "{mountpoint}"\n' if mountpoint else ""
     text = f"""\
-master = "s01"
+master = "{master}"
 [agent]
 insecure = true
 heartbeat_interval = 1
@@ -88,7 +88,7 @@ def test_failback_keeps_aside_what_the_node_wrote_as_master(tmp_path: Path) -> N
     async def first_life() -> None:
         node = Node(script, "s02")
         await settle(node, lambda: node.state.pulled_master == "s01", "first pull from s01")
-        node.set_master("s02", "the DNS name now points at s02")
+        node.reload(cluster(tmp_path, master="s02"))  # the operator moved the master to s02
         node.cycle()
         assert node.is_master and node.state.acted_as_master
 

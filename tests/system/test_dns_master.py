@@ -1,4 +1,5 @@
-"""Agents whose master is a DNS name (real BIND): moving the record moves replication."""
+"""Agents whose master is a DNS name (real BIND) without automatic failover (two voters:
+s03 does not vote): moving the record by hand moves replication."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def cluster(tmp_path: Path, named: DnsCluster, sshd: Sshd) -> Iterator[Cluster]:
         f"[servers.{n}]\n"
         + sshd.server_toml(f"{n}.{ZONE}", connect_to="127.0.0.1")
         + f'root = "{tmp_path / n}"\nagent = "127.0.0.1:{free_port()}"\n'
+        + ("voter = false\n" if n == "s03" else "")
         for n in NAMES
     )
     config = tmp_path / "cluster.toml"

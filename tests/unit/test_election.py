@@ -184,7 +184,7 @@ def test_a_candidate_persists_its_epoch_before_asking_for_votes_and_acts_only_on
     candidate.on_reply(LATER, Reply("renewal", "a", 2, True, "", 2, LATER))
     assert candidate.acting(LATER + 1.7) and not candidate.acting(LATER + 1.75)
     candidate.tick(LATER + 0.5)
-    assert candidate.verdict == "master of epoch 2, lease 1.25 s"
+    assert candidate.verdict == "master of epoch 2" and candidate.lease_remaining(LATER + 0.5) == 1.25
     candidate.tick(LATER + 1.75)
     assert str(candidate.phase) == "follower"
     assert "could not renew its lease with a majority" in candidate.verdict
@@ -259,6 +259,17 @@ def test_lower_ranked_candidates_wait_and_say_for_whom() -> None:
     assert candidate.tick(LATER) == []
     assert "a ranks first, waiting for it to stand" in candidate.verdict
     assert sends(candidate.tick(LATER + TIMING.rank_delay))
+
+
+def test_voters_let_a_better_candidate_stand_first_for_two_leases() -> None:
+    voter = elector(position=Position(1, 9))
+    voter.observe(LATER, Standing("a", Position(1, 10), 100))
+    voter.observe(LATER, Standing("c", Position(1, 10), 50))
+    reply, _ = voter.handle(LATER, PreVote("c", 2, Position(1, 10)))
+    assert not reply.granted and reply.reason == "a ranks before c and may stand first"
+    assert voter.handle(LATER, PreVote("a", 2, Position(1, 10)))[0].granted
+    voter.observe(START + 3 * TIMING.lease, Standing("a", Position(1, 10), 100))
+    assert voter.handle(START + 3 * TIMING.lease + 0.01, PreVote("c", 2, Position(1, 10)))[0].granted
 
 
 def test_an_ineligible_node_never_stands() -> None:

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from synco.cli.output import emit_json
-from synco.core.dns_records import RecordState, absolute, plan_change
+from synco.core.dns_records import plan_change
 from synco.core.errors import EXIT_FAILED, EXIT_OK, ConfigError, OperationError
-from synco.core.model import Script, Server
-
-if TYPE_CHECKING:  # dnspython costs start-up time; only `synco dns` needs it
-    from synco.dns_client import Authority
+from synco.core.model import Script
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,29 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
-def server_of(script: Script, authority: Authority, state: RecordState) -> str | None:
-    """The server a record names: by CNAME target = host, or by the host's addresses."""
-    if state.kind == "absent":
-        return None
-    for server in script.servers:
-        if server.host is None:
-            continue
-        if state.kind == "cname" and absolute(server.host) == state.values[0]:
-            return server.name
-        if state.kind == "address" and authority.lookup(server.host).addresses == frozenset(state.values):
-            return server.name
-    return "(no server of this script)"
-
-
-def desired_values(script: Script, authority: Authority, server: Server) -> list[str]:
-    if server.host is None:
-        raise ConfigError(f"server {server.name} has no host for the DNS record to name")
-    assert script.dns is not None
-    if script.dns.mode == "cname":
-        return [absolute(server.host)]
-    return sorted(authority.lookup(server.host).addresses)
-
-
 def command(script: Script, arguments: argparse.Namespace) -> int:
     if script.dns is None:
         raise ConfigError(
@@ -62,6 +35,7 @@ def command(script: Script, arguments: argparse.Namespace) -> int:
     if arguments.server not in script.server_names:
         raise ConfigError(f"no server {arguments.server!r}; servers are {', '.join(script.server_names)}")
     from synco.dns_client import Authority
+    from synco.master_record import desired_values, server_of
     from synco.tsig_key import load_key
 
     key = None

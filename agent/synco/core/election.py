@@ -225,6 +225,24 @@ class Elector:
             return leader if now < self.lease_until else None
         return None
 
+    def next_due(self, now: float) -> float:
+        """When `tick` may next have something to do (with no message meanwhile)."""
+        due: list[float] = []
+        if self.phase == Phase.LEADER:
+            due.append(self.next_renewal)
+            deadline = self.lease_deadline()
+            due.append(
+                self.elected_at + self.timing.lease - self.timing.margin if deadline is None else deadline
+            )
+            if self.caught_up and not self.published and not self.publishing:
+                due.append(self.publish_retry_at)
+        elif self.round is not None:
+            due.append(self.round.started + self.timing.round_timeout)
+        else:
+            due += [self.lease_until, self.retry_at]
+        later = [t for t in due if t > now]
+        return min(later) if later else now + self.timing.rank_delay
+
     def lease_remaining(self, now: float) -> float:
         deadline = self.lease_deadline()
         return 0.0 if deadline is None else max(0.0, deadline - now)
@@ -381,11 +399,29 @@ class Elector:
             return False, f"epoch {request.epoch} is not newer than {self.epoch}"
         if request.position < self.me.position:
             return False, self._older(request.position)
+        better = self._ranks_before(now, request.candidate)
+        if better is not None:
+            return False, f"{better} ranks before {request.candidate} and may stand first"
         if self.last_failover_at is not None:
             since = now - self.last_failover_at
             if since < self.timing.min_failover_interval:
                 return False, f"the last failover was {since:.1f} s ago"
         return True, ""
+
+    def _ranks_before(self, now: float, candidate: str) -> str | None:
+        """An eligible node this voter heard from recently that ranks before `candidate`, for a
+        while after the master was lost (two leases): the better one gets its chance first;
+        after that, any candidate as current as the voter may win (an election must end)."""
+        if now - self.lease_until > 2 * self.timing.lease:
+            return None
+        heard = {s.node: s for s in self.recent(now)}
+        if not self.me.ineligible:
+            heard[self.me.node] = self.me
+        standing = heard.pop(candidate, None)
+        if standing is None:
+            return None
+        better = ahead_of(standing, heard.values())
+        return better[0].node if better else None
 
     def _refuse_any(self, now: float, candidate: str) -> str | None:
         """Why this voter refuses `candidate` whatever it asks: it leads, or protects a lease."""
@@ -556,6 +592,6 @@ class Elector:
         elif not self.published:
             self.verdict = f"elected in epoch {self.epoch}: publishing to DNS before acting"
         elif self.acting(now):
-            self.verdict = f"master of epoch {self.epoch}, lease {self.lease_remaining(now):.2f} s"
+            self.verdict = f"master of epoch {self.epoch}"  # (the lease left is in status and metrics)
         else:
             self.verdict = f"elected in epoch {self.epoch}: waiting for a majority to grant the lease"

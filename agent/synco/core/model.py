@@ -40,7 +40,8 @@ class Direction(StrEnum):
 
 class Role(StrEnum):
     REPLICA = "replica"
-    BACKUP = "backup"
+    BACKUP = "backup"  # keeps snapshots; never master, does not vote
+    WITNESS = "witness"  # votes in elections, holds no data (no root, no copies)
 
 
 METHOD_NAMES = ("rsync", "snapshot")
@@ -125,6 +126,7 @@ class Server:
     ssh_options: tuple[str, ...] = ()
     priority: int = 100  # 0: never promoted
     role: Role = Role.REPLICA
+    voter: bool = True  # votes in elections (backup servers never do)
     mountpoint: str | None = None
     synco_path: str = "synco"  # the synco command on this server, for snapshot publication over ssh
     agent: str | None = None  # ADDRESS:PORT where this server's synco-agent listens
@@ -207,11 +209,16 @@ class AgentSettings:
     ca_file: str = "/etc/synco/ca.pem"
     cert_file: str = "/etc/synco/{server}.pem"
     key_file: str = "/etc/synco/{server}.key"
-    heartbeat_interval: float = 1.0
+    heartbeat_interval: float = 0.5  # the master renews its lease this often; peers say how they are
     debounce: float = 0.2
     periodic_pull: float = 300.0
     pull_retry: float = 10.0
     master_poll: float = 2.0  # how often a master given as a DNS name is looked up again
+    # automatic failover (see packaging/doc/failover.md)
+    lease: float = 2.0  # how long a majority's grant lets the master act
+    lease_margin: float = 0.25  # the master stops acting this long before its lease ends
+    min_failover_interval: float = 30.0  # no automatic failover sooner than this after one
+    max_failover_lag: float = 60.0  # a replica further behind (seconds) is no candidate
 
     def path(self, template: str, server: str) -> str:
         return template.replace("{server}", server)
@@ -281,6 +288,16 @@ class Script:
     @property
     def server_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.servers)
+
+    @property
+    def data_servers(self) -> tuple[Server, ...]:
+        """The servers that hold a copy of the directories (every one but witnesses)."""
+        return tuple(s for s in self.servers if s.role != Role.WITNESS)
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """The servers that vote in elections: not backup servers, not `voter = false`."""
+        return tuple(s.name for s in self.servers if s.role != Role.BACKUP and s.voter)
 
 
 def _coerce(obj: object, **values: object) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from synco.core.failover import failover_off
+from synco.core.lease import safe_margin
 from synco.core.model import (
     METHOD_NAMES,
     SNAPSHOT_BACKENDS,
+    AgentSettings,
     BackupSettings,
     CommandHandler,
     Directory,
@@ -24,6 +27,8 @@ from synco.core.paths import normalize_relative
 from synco.core.problems import Problem
 from synco.core.resolution import LOOPBACK, LocalIdentity, names_this_machine
 from synco.core.rsync import follows_target_symlinks, refusal
+
+MIN_RENEWALS = 3  # a lease lasts at least this many heartbeats
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*|[A-Za-z0-9_]([A-Za-z0-9_.-]*))$")
@@ -51,8 +56,8 @@ def _script_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
         yield from types
         return
     names = [s.name for s in script.servers]
-    if len(script.servers) < 2:
-        yield Problem("servers", "at least two servers are needed: a master and a target")
+    if len(script.data_servers) < 2:
+        yield Problem("servers", "at least two servers (witnesses aside) are needed: a master and a target")
     seen: set[str] = set()
     for server in script.servers:
         if server.name in seen:
@@ -130,8 +135,8 @@ def _overlap_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]
     def here(server: Server) -> bool:
         return server.host is None or names_this_machine(server.host, local)
 
-    for index, a in enumerate(script.servers):
-        for b in script.servers[index + 1 :]:
+    for index, a in enumerate(script.data_servers):
+        for b in script.data_servers[index + 1 :]:
             if not colocated(a, b, here):
                 continue
             if a.role == b.role == Role.BACKUP:
@@ -206,7 +211,14 @@ def _server_problems(server: Server) -> Iterator[Problem]:
             key,
             "a server name uses letters, digits, '.', '_' and '-' and starts with a letter or digit",
         )
-    if not server.root.startswith("/"):
+    if server.role == Role.WITNESS:
+        if server.root or server.mountpoint is not None:
+            yield Problem(f"{key}.root", "a witness holds no data: give it no root and no mountpoint")
+        if server.priority != 100 and server.priority != 0:
+            yield Problem(f"{key}.priority", "a witness never becomes master: it has no priority")
+        if not server.voter:
+            yield Problem(f"{key}.voter", "a witness that does not vote has nothing to do")
+    elif not server.root.startswith("/"):
         yield Problem(f"{key}.root", f"must be an absolute path, not {server.root!r}")
     elif "\0" in server.root or "\n" in server.root:
         yield Problem(f"{key}.root", "contains a NUL or newline character")
@@ -266,9 +278,19 @@ def _master_problems(master: str, names: list[str]) -> Iterator[Problem]:
 def _agent_problems(script: Script) -> Iterator[Problem]:
     agent = script.agent
     assert agent is not None
-    for name in ("heartbeat_interval", "debounce", "periodic_pull", "pull_retry", "master_poll"):
+    for name in (
+        "heartbeat_interval",
+        "debounce",
+        "periodic_pull",
+        "pull_retry",
+        "master_poll",
+        "lease",
+        "max_failover_lag",
+    ):
         if getattr(agent, name) <= 0:
             yield Problem(f"agent.{name}", "must be more than 0 seconds")
+    if failover_off(script) is None:  # the lease matters only where the agents elect
+        yield from _timing_problems(agent)
     for name in ("state_dir", "control_socket", "ca_file", "cert_file", "key_file"):
         if not getattr(agent, name).startswith("/"):
             yield Problem(f"agent.{name}", f"must be an absolute path, not {getattr(agent, name)!r}")
@@ -295,6 +317,27 @@ def _agent_problems(script: Script) -> Iterator[Problem]:
                 yield Problem(f"servers.{server.name}.metrics", f"{server.metrics!r} is not ADDRESS:PORT")
 
 
+def _timing_problems(agent: AgentSettings) -> Iterator[Problem]:
+    """The lease must outlast a few renewals, and the margin must fit inside it while
+    covering the clocks' drift (synco.core.lease)."""
+    if agent.heartbeat_interval <= 0 or agent.lease <= 0:
+        return
+    if agent.lease < MIN_RENEWALS * agent.heartbeat_interval:
+        yield Problem(
+            "agent.lease",
+            f"must last at least {MIN_RENEWALS} heartbeats ({MIN_RENEWALS * agent.heartbeat_interval:g} s "
+            f"with heartbeat_interval = {agent.heartbeat_interval:g}): one lost renewal must not end it",
+        )
+    if not safe_margin(agent.lease) <= agent.lease_margin < agent.lease / 2:
+        yield Problem(
+            "agent.lease_margin",
+            f"must be at least {safe_margin(agent.lease):.3f} s (clock drift over a {agent.lease:g} s "
+            f"lease) and less than half the lease, not {agent.lease_margin:g}",
+        )
+    if agent.min_failover_interval < 0:
+        yield Problem("agent.min_failover_interval", "must be 0 seconds or more")
+
+
 def _backup_problems(script: Script) -> Iterator[Problem]:
     backup = script.backup
     backups = [s.name for s in script.servers if s.role == Role.BACKUP]
@@ -303,6 +346,9 @@ def _backup_problems(script: Script) -> Iterator[Problem]:
             f"servers.{script.master}.role",
             "a backup server keeps snapshots, not a live copy: it cannot be the master",
         )
+    witnesses = [s.name for s in script.servers if s.role == Role.WITNESS]
+    if script.master in witnesses:
+        yield Problem(f"servers.{script.master}.role", "a witness holds no data: it cannot be the master")
     if not isinstance(backup, BackupSettings):
         yield Problem("backup", f"must be a BackupSettings, not {backup!r}")
         return

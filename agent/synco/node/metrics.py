@@ -12,7 +12,7 @@ class Metrics:
         self.role = Enum(
             "synco_role",
             "The role this node acts in",
-            states=["master", "replica", "backup"],
+            states=["master", "replica", "backup", "witness"],
             registry=self.registry,
         )
         self.health = Enum(
@@ -29,7 +29,19 @@ class Metrics:
         self.cycle_errors = Counter(
             "synco_cycle_errors", "Agent cycles that failed with an unexpected error", registry=self.registry
         )
-        self.epoch = Gauge("synco_epoch", "The election epoch this node acts in", registry=self.registry)
+        self.epoch = Gauge(
+            "synco_epoch", "The highest election epoch this node has seen", registry=self.registry
+        )
+        self.lease_remaining = Gauge(
+            "synco_lease_remaining_seconds",
+            "The master: seconds left on the lease a majority granted it (0 elsewhere)",
+            registry=self.registry,
+        )
+        self.elections = Counter(
+            "synco_elections_won",
+            "Elections this node won (it then acts once DNS names it)",
+            registry=self.registry,
+        )
         self.generation = Gauge(
             "synco_generation",
             "Master: changes seen; replica: generation of the last complete pull",

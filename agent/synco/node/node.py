@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -16,11 +17,34 @@ from pathlib import Path
 import grpc
 
 from synco.core import backup_schedule, replication
+from synco.core.election import (
+    Ballot,
+    CatchUp,
+    Effect,
+    Elector,
+    Persist,
+    Phase,
+    PreVote,
+    Publish,
+    PublishOutcome,
+    Renewal,
+    Reply,
+    Request,
+    Send,
+)
 from synco.core.errors import ConfigError, SyncoError
+from synco.core.failover import election_timing, failover_off
 from synco.core.health import Health, Level, Problem, assess
 from synco.core.model import AgentSettings, Role, Script, Server
 from synco.core.paths import normalize_relative
+from synco.core.ranking import NO_DATA, Position, Standing
 from synco.node.backup import store_of, take_snapshot
+from synco.node.election_link import (
+    from_vote_reply,
+    renewal_reply,
+    standing_of,
+    vote_request,
+)
 from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
 from synco.node.state import load_state, save_state
@@ -64,6 +88,7 @@ def settings_hash(settings: AgentSettings) -> str:
     """Peers must agree on the timings that make the cluster behave: a hash of them."""
     timing = (
         f"{settings.heartbeat_interval}/{settings.debounce}/{settings.periodic_pull}/{settings.pull_retry}"
+        f"/{settings.lease}/{settings.lease_margin}/{settings.min_failover_interval}/{settings.max_failover_lag}"
     )
     return hashlib.sha256(timing.encode()).hexdigest()[:16]
 
@@ -98,7 +123,11 @@ class Node:
         self.backup_timing = backup_schedule.BackupTiming(script.backup.interval, self.settings.pull_retry)
         self.latest_snapshot: tuple[str, float] | None = self._newest_snapshot()
         self.failures = 0  # pulls (or snapshots) that failed in a row
-        self.master: str | None = script.master if script.master in script.server_names else None
+        self.failover_off = failover_off(script)  # None: the agents elect the master
+        self.master: str | None = (
+            script.master if script.master in script.server_names and self.failover_off else None
+        )
+        self.dns_named: tuple[str | None, int | None, str] | None = None  # the DNS poll's last answer
         self.changed = asyncio.Condition()
         self.master_generation = 0
         self.last_change_at: float | None = None
@@ -119,6 +148,7 @@ class Node:
         self.health = Health()
         self.cycle_failures = 0  # cycles that raised in a row
         self.started_at = clock()
+        self.pull_epoch = 0  # the epoch of the master the pull in progress copies
         self.silent_since_pull = False  # the master went silent since the last pull (or snapshot) began
         self.cancelling = False  # a cancel was sent to the pull in progress
         self.background: set[asyncio.Future[None]] = set()
@@ -127,6 +157,25 @@ class Node:
         self._refusals: dict[str, float] = {}
         self.metrics = Metrics()
         self.behind_since: float | None = None  # when the replica first fell behind the master
+        # the election: requests and replies wait here for the cycle, which alone decides
+        self.election_requests: list[tuple[Request, asyncio.Future[Reply]]] = []
+        self.election_replies: list[Reply] = []
+        self.election_outcomes: list[Callable[[Elector, float], list[Effect]]] = []
+        self.catching_up: tuple[str, Position] | None = None  # the winner's catch-up in progress
+        self.publishing_change: object | None = None
+        self.dns_lagging: list[str] = []  # as master: authoritative servers not serving it yet
+        self.elector: Elector | None = None
+        if self.failover_off is None:
+            peers = tuple(self.peers)
+            self.elector = Elector(
+                self._standing(),
+                script.voters,
+                peers,
+                election_timing(self.settings),
+                Ballot(self.state.epoch, self.state.voted_for),
+                clock(),
+                random.Random(),
+            )
 
     def reload(self, script: Script) -> list[str]:
         """Apply a re-read script: directories, method arguments, master and timings can
@@ -134,11 +183,13 @@ class Node:
         agent = script.agent
         if agent is None:
             raise ConfigError("the script no longer has an [agent] section")
-        fixed = [(s.name, s.agent, s.root, s.host, s.role) for s in self.script.servers]
-        if [(s.name, s.agent, s.root, s.host, s.role) for s in script.servers] != fixed:
+        fixed = [(s.name, s.agent, s.root, s.host, s.role, s.voter) for s in self.script.servers]
+        if [(s.name, s.agent, s.root, s.host, s.role, s.voter) for s in script.servers] != fixed:
             raise ConfigError(
-                "servers, their hosts, roots, roles or agent addresses changed: restart the agents"
+                "servers, their hosts, roots, roles, votes or agent addresses changed: restart the agents"
             )
+        if (failover_off(script) is None) != (self.failover_off is None) or script.dns != self.script.dns:
+            raise ConfigError("automatic failover or the [dns] section changed: restart the agents")
         assert self.settings is not None
         for name in ("state_dir", "control_socket", "insecure", "ca_file", "cert_file", "key_file"):
             if getattr(agent, name) != getattr(self.settings, name):
@@ -159,8 +210,8 @@ class Node:
         self.me = script.server(self.me.name)
         self.hash = settings_hash(agent)
         self.timing = replication.Timing(agent.debounce, agent.periodic_pull, agent.pull_retry)
-        if script.master in script.server_names:
-            self.set_master(script.master, "named in the reloaded script")
+        if self.elector is not None:
+            self.elector.timing = election_timing(agent)
         if "directories" in changes:
             self.master_changed.set()  # restart the watch (or the follow) with the new directories
         self.wake.set()
@@ -170,12 +221,22 @@ class Node:
 
     @property
     def is_master(self) -> bool:
-        """This node acts as master: it is named master and is no backup server."""
-        return self.master == self.me.name and not self.is_backup
+        """This node acts as master: elected, named by DNS and leased (automatic failover),
+        or named master (otherwise); never a backup server or a witness. Read live: a lease
+        that ran out ends the master's acts at once, not at the next cycle."""
+        if self.is_backup or self.is_witness:
+            return False
+        if self.elector is not None:
+            return self.elector.acting(self.clock())
+        return self.master == self.me.name
 
     @property
     def is_backup(self) -> bool:
         return self.me.role == Role.BACKUP
+
+    @property
+    def is_witness(self) -> bool:
+        return self.me.role == Role.WITNESS
 
     def _newest_snapshot(self) -> tuple[str, float] | None:
         """The snapshot a backup server's schedule continues from, and its time, read from its
@@ -193,22 +254,58 @@ class Node:
     def role(self) -> peer_pb2.Role.ValueType:
         if self.is_master:
             return peer_pb2.ROLE_MASTER
+        if self.is_witness:
+            return peer_pb2.ROLE_WITNESS
         return peer_pb2.ROLE_BACKUP if self.me.role == Role.BACKUP else peer_pb2.ROLE_REPLICA
 
+    def position(self) -> Position:
+        """How current this node's data is (the master's: its epoch and generation)."""
+        if self.is_master:
+            return Position(self.state.epoch, self.state.generation)
+        return Position(self.state.data_epoch, self.state.data_generation)
+
+    def _ineligible(self) -> str:
+        """Why this node may not become master now ("" if it may)."""
+        if self.is_witness:
+            return "a witness holds no data"
+        if self.is_backup:
+            return "a backup server"
+        if self.me.priority <= 0:
+            return "priority 0"
+        if self.health.level == Level.FAILING:
+            return f"failing: {self.health.reason}"
+        lag = self.lag_seconds()
+        if lag > self.settings.max_failover_lag:
+            return f"{lag:.0f} s behind its master (max_failover_lag = {self.settings.max_failover_lag:g})"
+        return ""
+
+    def _standing(self) -> Standing:
+        incumbent = self.dns_named is not None and self.dns_named[0] == self.me.name
+        if self.is_witness:
+            return Standing(self.me.name, NO_DATA, 0, "a witness holds no data")
+        return Standing(self.me.name, self.position(), self.me.priority, self._ineligible(), incumbent)
+
     def heartbeat(self) -> peer_pb2.Heartbeat:
+        acting = self.is_master
+        position = self.position()
         return peer_pb2.Heartbeat(
             node=self.me.name,
             role=self.role(),
             epoch=self.state.epoch,
-            generation=self.state.generation if self.is_master else self.state.pulled_generation,
+            generation=self.state.generation
+            if acting
+            else (self.state.data_generation if self.elector else self.state.pulled_generation),
             health=HEALTH[self.health.level],
             health_reason=self.health.reason,
             protocol_version=PROTOCOL_VERSION,
             settings_hash=self.hash,
             master=self.master or "",
-            sent_unix_ms=int(time.time() * 1000),
+            sent_unix_ms=int(self.wall() * 1000),
             paused=self.paused,
-            unwatched=self.is_master and self.work_problem is not None,
+            unwatched=acting and self.work_problem is not None,
+            data_epoch=position.epoch,
+            ineligible=self._ineligible(),
+            acting=acting,
         )
 
     def status(self) -> peer_pb2.NodeStatus:
@@ -224,10 +321,14 @@ class Node:
             lag_seconds=self.lag_seconds(),
             latest_snapshot=self.latest_snapshot[0] if self.latest_snapshot else "",
             next_snapshot_unix_ms=int((self._backup_wake_at() or 0) * 1000),
+            election=self.elector.verdict if self.elector else "",
+            lease_remaining=self.elector.lease_remaining(self.clock()) if self.elector else 0.0,
+            failover_off=self.failover_off or "",
+            dns_lagging=self.dns_lagging,
         )
 
     def lag_seconds(self) -> float:
-        if self.is_master or self.behind_since is None:
+        if self.is_master or self.behind_since is None or self.is_witness:
             return 0.0
         return round(self.clock() - self.behind_since, 3)
 
@@ -319,18 +420,32 @@ class Node:
         self.on_cycle()
         if self.pull_task is not None and self.pull_task.done():
             self._finish_pull(self.pull_task)
+        if self.elector is not None:
+            self._elect()
+        self._choose_master()
         if self.is_master and not self.state.acted_as_master:
             # persisted before acting: after a restart too, the next pull from any master keeps
             # aside what it would overwrite or delete (the writes this node took as master)
-            self.state = replace(self.state, acted_as_master=True)
+            self.state = replace(self.state, acted_as_master=True, data_epoch=self.state.epoch)
             save_state(self.state_path, self.state)
-        if self.master == self.me.name and self.is_backup:
+        if self.is_witness:
+            assert self.elector is not None or self.failover_off is not None
+            verdict = self.elector.verdict if self.elector else f"witness: {self.failover_off}"
+        elif self.catching_up is not None:
+            assert self.elector is not None
+            verdict = self.elector.verdict
+        elif self.elector is not None and self.elector.phase == Phase.LEADER and not self.is_master:
+            verdict = self.elector.verdict  # elected: publishing to DNS, or waiting for the lease
+            self._cancel_pull()
+        elif self.master == self.me.name and self.is_backup:
             verdict = (
                 "named master, but a backup server keeps snapshots, not a live copy: not acting as master"
             )
             self._cancel_pull()
         elif self.is_master:
             verdict = f"master at generation {self.state.generation}"
+            if self.elector is not None:
+                verdict = f"{self.elector.verdict}, generation {self.state.generation}"
             if self.pull_task is not None:
                 verdict = f"now master: cancelling the pull from {self.pulling_from}"
                 self._cancel_pull()
@@ -344,6 +459,8 @@ class Node:
             if self.master is not None and silent:
                 decision = replication.master_silent(decision, self.master, self.heartbeat_timeout)
             verdict = decision.verdict
+            if self.master is None and self.elector is not None:
+                verdict = self.elector.verdict  # why no master is known: the election says
             if decision.action in (replication.Action.PULL, replication.Action.SNAPSHOT):
                 self.sync_requested = False
                 self._start_pull()
@@ -358,6 +475,162 @@ class Node:
         else:
             log.debug("%s: %s", self.me.name, verdict)
         self.verdict = verdict
+
+    # -- the election (automatic failover) ----------------------------------------------------
+
+    def _elect(self) -> None:
+        """Feed the elector what was observed since the last cycle (peers' heartbeats, the DNS
+        epoch, replies, requests, the outcomes of catch-ups and DNS updates), then the time,
+        and carry out what it decides. Requests are answered only after their effects (a
+        vote, a new epoch) are on disk."""
+        elector = self.elector
+        assert elector is not None
+        now = self.clock()
+        dns_name = self.dns_named[0] if self.dns_named else None
+        for view in self.peers.values():
+            if view.heartbeat is not None and view.received_at is not None:
+                elector.observe(view.received_at, standing_of(self.script, view.heartbeat, dns_name))
+        elector.update_self(self._standing())
+        effects: list[Effect] = []
+        if self.dns_named is not None:
+            effects += elector.observe_dns(now, self.dns_named[1])
+        replies, self.election_replies = self.election_replies, []
+        for reply in replies:
+            effects += elector.on_reply(now, reply)
+        outcomes, self.election_outcomes = self.election_outcomes, []
+        for outcome in outcomes:
+            effects += outcome(elector, now)
+        self._carry_out(effects)
+        requests, self.election_requests = self.election_requests, []
+        for request, answer in requests:
+            reply, effects = elector.handle(now, request)
+            self._carry_out(effects)
+            if not answer.done():
+                answer.set_result(reply)
+        was_leader = elector.phase == Phase.LEADER
+        self._carry_out(elector.tick(now))
+        if elector.phase == Phase.LEADER and not was_leader:
+            self.metrics.elections.inc()
+
+    def _carry_out(self, effects: list[Effect]) -> None:
+        """The elector's effects, in order: a Persist is on disk (fsync'd) before the next."""
+        for effect in effects:
+            if isinstance(effect, Persist):
+                ballot = effect.ballot
+                self.state = replace(self.state, epoch=ballot.epoch, voted_for=ballot.voted_for)
+                save_state(self.state_path, self.state)
+                log.info(
+                    "%s: epoch %d%s",
+                    self.me.name,
+                    ballot.epoch,
+                    f", voted for {ballot.voted_for}" if ballot.voted_for else "",
+                )
+            elif isinstance(effect, Send):
+                self._spawn(self._send(self.script.server(effect.to), effect.message))
+            elif isinstance(effect, CatchUp):
+                self._start_catch_up(effect.source, effect.position)
+            elif isinstance(effect, Publish):
+                self._spawn(self._publish(effect.epoch))
+
+    def _spawn(self, work: object) -> None:
+        task = asyncio.ensure_future(work)  # type: ignore[call-overload]
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def election_request(self, request: Request) -> Reply:
+        """A peer's pre-vote, vote or renewal: queued for the cycle, answered once decided."""
+        answer: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self.election_requests.append((request, answer))
+        self.wake.set()
+        return await asyncio.wait_for(answer, timeout=max(1.0, 2 * self.settings.heartbeat_interval))
+
+    async def _send(self, server: Server, message: Request) -> None:
+        stub = peer_pb2_grpc.PeerStub(self.channel(server))
+        timeout = self.settings.heartbeat_interval * 2
+        try:
+            if isinstance(message, Renewal):
+                beat = self.heartbeat()
+                beat.lease_seconds, beat.renewal_sent = message.lease, message.sent_at
+                beat.acting = message.acting
+                reply = await stub.SendHeartbeat(beat, timeout=timeout)
+                if reply.accepted and reply.self.node == server.name and self.accept(reply.self) is None:
+                    self.record_peer(reply.self)
+                    self.election_replies.append(renewal_reply(message, reply))
+                elif not reply.accepted:
+                    self.peers[server.name].error = f"refused our heartbeat: {reply.reason}"
+            else:
+                kind = "pre-vote" if isinstance(message, PreVote) else "vote"
+                call = stub.PreVote if kind == "pre-vote" else stub.RequestVote
+                answer = await call(vote_request(message), timeout=timeout)
+                if answer.voter == server.name:
+                    self.election_replies.append(from_vote_reply(kind, message.epoch, answer))
+        except grpc.aio.AioRpcError as error:
+            self.peers[server.name].error = f"{error.code().name}: {error.details()}"
+            return
+        self.wake.set()
+
+    async def _publish(self, epoch: int) -> None:
+        """The DNS compare-and-set that lets the elected master act (in a thread: dnspython
+        blocks), then, bounded, which authoritative servers do not serve it yet."""
+        from synco.master_record import lagging, publish
+
+        result = await asyncio.to_thread(publish, self.script, self.me.name, epoch)
+        log.log(
+            logging.INFO if result.outcome == PublishOutcome.APPLIED else logging.WARNING,
+            "%s: DNS for epoch %d: %s (%s)",
+            self.me.name,
+            epoch,
+            result.outcome.value,
+            result.reason,
+        )
+
+        def outcome(elector: Elector, now: float) -> list[Effect]:
+            return elector.published_as(now, result.outcome, result.epoch, result.reason)
+
+        self.election_outcomes.append(outcome)
+        self.wake.set()
+        if result.change is not None:
+            assert self.script.dns is not None
+            self.dns_lagging = ["(checking)"]
+            self.dns_lagging = await asyncio.to_thread(
+                lagging, self.script, result.change, self.script.dns.propagation_timeout
+            )
+            if self.dns_lagging:
+                log.warning(
+                    "%s: %s do not serve epoch %d after %g s",
+                    self.me.name,
+                    ", ".join(self.dns_lagging),
+                    epoch,
+                    self.script.dns.propagation_timeout,
+                )
+
+    def _start_catch_up(self, source: str, position: Position) -> None:
+        """The election's winner copies the newer data of `source` before it acts."""
+        self._cancel_pull()
+        self.catching_up = (source, position)
+        if self.pull_task is not None:
+            return  # started once the cancelled pull has ended (_finish_pull)
+        server = self.script.server(source)
+        log.info("%s: catching up from %s (%s) before acting", self.me.name, source, position.describe())
+        self.pulling_from = source
+        self.pull_task = asyncio.create_task(
+            pull(self.script, server, self.me, position.generation, self._keep_aside_for(source))
+        )
+        self.pull_task.add_done_callback(lambda _: self.wake.set())
+
+    def _choose_master(self) -> None:
+        """The one writer of `master`: the elector's, or the script's or DNS's without one."""
+        if self.elector is not None:
+            master = self.elector.master(self.clock())
+            reason = self.elector.verdict
+        elif self.script.master in self.script.server_names:
+            master, reason = self.script.master, "named in the script"
+        elif self.dns_named is not None and self.dns_named[0] is not None:
+            master, reason = self.dns_named[0], self.dns_named[2]
+        else:
+            return  # not known yet: keep the last one
+        if master != self.master:
+            self._master_now(master, reason)
 
     def _problems(self) -> list[Problem | None]:
         """What is wrong with this node as it is observed now (see synco.core.health)."""
@@ -376,6 +649,11 @@ class Node:
             )
             if self.master_silent()
             else None,
+            Problem(Level.DEGRADED, "no master")
+            if self.elector is not None
+            and self.master is None
+            and self.started_at + 2 * self.settings.lease < self.clock()
+            else None,
         ]
 
     def _next_check(self) -> float:
@@ -390,6 +668,8 @@ class Node:
         backup_due = self._backup_wake_at()
         if backup_due is not None:
             due.append(backup_due - self.wall())
+        if self.elector is not None:
+            due.append(self.elector.next_due(now) - now)
         return max(0.01, min(d for d in due if d > 0))
 
     def _backup_wake_at(self) -> float | None:
@@ -410,6 +690,7 @@ class Node:
         elif not behind:
             self.behind_since = None
         metrics = self.metrics
+        now = self.clock()
         metrics.health.state(self.health.level.name.lower())
         follower = self.master is not None and self.master != self.me.name
         metrics.master_reachable.set(1 if follower and not self.master_silent() else 0)
@@ -418,6 +699,7 @@ class Node:
         if self.latest_snapshot is not None:
             metrics.latest_snapshot.set(self.latest_snapshot[1])
         metrics.epoch.set(self.state.epoch)
+        metrics.lease_remaining.set(round(self.elector.lease_remaining(now), 3) if self.elector else 0)
         metrics.generation.set(self.state.generation if self.is_master else self.state.pulled_generation)
         metrics.master_generation.set(self.state.generation if self.is_master else self.master_generation)
         metrics.lag.set(
@@ -426,7 +708,6 @@ class Node:
             else max(0, self.master_generation - self.state.pulled_generation)
         )
         metrics.lag_seconds.set(self.lag_seconds())
-        now = self.clock()
         for name, view in self.peers.items():
             if view.received_at is not None:
                 metrics.heartbeat_age.labels(peer=name).set(round(now - view.received_at, 3))
@@ -512,31 +793,43 @@ class Node:
             )
             self.pull_task.add_done_callback(lambda _: self.wake.set())
             return
-        keep_aside = None
-        if self.state.pulled_master != master.name or self.state.acted_as_master:
-            # a new master, or this node acted as master since its last pull (its own writes)
-            stamp = time.strftime("%Y.%m.%d-%H.%M.%S", time.gmtime())
-            keep_aside = str(self.state_path.parent / "kept-aside" / self.me.name / stamp)
-            log.warning(
-                "%s: first pull from new master %s: files it would overwrite or delete go to %s",
-                self.me.name,
-                master.name,
-                keep_aside,
-            )
+        self.pull_epoch = self.elector.epoch if self.elector else 0
         self.pull_task = asyncio.create_task(
-            pull(self.script, master, self.me, self.master_generation, keep_aside)
+            pull(self.script, master, self.me, self.master_generation, self._keep_aside_for(master.name))
         )
         self.pull_task.add_done_callback(lambda _: self.wake.set())
 
+    def _keep_aside_for(self, source: str) -> str | None:
+        """Where a pull from `source` keeps what it would overwrite or delete: a new source,
+        or this node acted as master since its last pull (its own writes); None otherwise."""
+        if self.state.pulled_master == source and not self.state.acted_as_master:
+            return None
+        stamp = time.strftime("%Y.%m.%d-%H.%M.%S", time.gmtime(self.wall()))
+        keep_aside = str(self.state_path.parent / "kept-aside" / self.me.name / stamp)
+        log.warning(
+            "%s: first pull from %s: files it would overwrite or delete go to %s",
+            self.me.name,
+            source,
+            keep_aside,
+        )
+        return keep_aside
+
     def _finish_pull(self, task: asyncio.Task[PullResult]) -> None:
         source, self.pulling_from, self.pull_task, self.cancelling = self.pulling_from, None, None, False
-        self.last_pull_at, self.last_pull_unix = self.clock(), time.time()
+        self.last_pull_at, self.last_pull_unix = self.clock(), self.wall()
+        catching_up, self.catching_up = self.catching_up, None
+        if catching_up is not None and catching_up[0] != source:
+            # a pull was cancelled for the catch-up: start the catch-up now
+            self._start_catch_up(*catching_up)
+            return
         if self.is_backup:  # a cancelled snapshot may still have been published meanwhile
             self.latest_snapshot = self._newest_snapshot()
         if task.cancelled():
             log.info(
                 "%s: %s from %s cancelled", self.me.name, "snapshot" if self.is_backup else "pull", source
             )
+            if catching_up is not None:
+                self._caught_up(catching_up, False, "cancelled")
             return  # neither a success nor a failure: no retry delay, health unchanged
         error = task.exception()
         if error is not None:  # a bug or a missing program must not take the agent down
@@ -549,8 +842,14 @@ class Node:
         if not result.ok:
             self.metrics.pull_failures.inc()
         if result.ok:
+            epoch = catching_up[1].epoch if catching_up is not None else self.pull_epoch
             self.state = replace(
-                self.state, pulled_generation=result.generation, pulled_master=source, acted_as_master=False
+                self.state,
+                pulled_generation=result.generation,
+                pulled_master=source,
+                acted_as_master=False,
+                data_epoch=epoch,
+                data_generation=result.generation,
             )
             save_state(self.state_path, self.state)
             if result.snapshot is not None:
@@ -567,6 +866,18 @@ class Node:
         else:
             what = "snapshot" if self.is_backup else "pull"
             log.warning("%s: %s from %s failed: %s", self.me.name, what, source, result.message)
+        if catching_up is not None:
+            self._caught_up(catching_up, result.ok, result.message)
+
+    def _caught_up(self, catching_up: tuple[str, Position], ok: bool, reason: str) -> None:
+        source = catching_up[0]
+        position = self.position()
+
+        def outcome(elector: Elector, now: float) -> list[Effect]:
+            return elector.caught_up_with(now, source, ok, position, reason)
+
+        self.election_outcomes.append(outcome)
+        self.wake.set()
 
     # -- talking to peers ------------------------------------------------------------------------
 
@@ -608,6 +919,8 @@ class Node:
                 # One call per pair of nodes and interval: the reply carries the other side's
                 # heartbeat, so the node whose name sorts first calls and both learn.
                 for name in self.peers:
+                    if self._renewals_cover(name):
+                        continue
                     if name > self.me.name and (name not in pending or pending[name].done()):
                         pending[name] = asyncio.create_task(self._beat(self.script.server(name)))
                 with contextlib.suppress(TimeoutError):
@@ -616,6 +929,15 @@ class Node:
             for task in pending.values():
                 task.cancel()
             await asyncio.gather(*pending.values(), return_exceptions=True)
+
+    def _renewals_cover(self, peer: str) -> bool:
+        """The elected master's renewals (heartbeats to every peer) already tell both sides."""
+        elector = self.elector
+        if elector is None:
+            return False
+        return elector.phase == Phase.LEADER or (
+            elector.leader == peer and elector.lease_holder == peer and self.clock() < elector.lease_until
+        )
 
     async def _beat(self, server: Server) -> None:
         stub = peer_pb2_grpc.PeerStub(self.channel(server))
@@ -646,23 +968,35 @@ class Node:
         self.record_peer(reply.self)
 
     async def _track_master(self, stop: asyncio.Event) -> None:
-        """A master given as a DNS name is looked up again every `master_poll` seconds."""
+        """A master given as a DNS name is looked up again every `master_poll` seconds: an
+        observation for the cycle (with automatic failover, the record's epoch as the zone's
+        primary serves it: a stale secondary cannot move the master back)."""
         if self.script.master in self.script.server_names:
             return
         while not stop.is_set():
             try:
-                decision, _ = await asyncio.to_thread(resolve, self.script, self.me.name)
-                self.set_master(decision.server, decision.reason)
+                if self.elector is not None:
+                    from synco.master_record import read_master
+
+                    seen = await asyncio.to_thread(read_master, self.script)
+                    self.dns_named = (seen.server, seen.epoch, f"DNS names {seen.server}: {seen.record}")
+                else:
+                    decision, _ = await asyncio.to_thread(resolve, self.script, self.me.name)
+                    self.dns_named = (decision.server, None, decision.reason)
+                self.wake.set()
             except Exception as error:  # DNS and resolver errors of every kind: keep the last master
                 log.warning("%s: cannot tell who is master: %s", self.me.name, error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.master_poll)
 
-    def set_master(self, master: str, reason: str) -> None:
-        if master == self.master:
-            return
+    def _master_now(self, master: str | None, reason: str) -> None:
+        """The master changed (only the cycle calls this): the role's work starts again."""
         log.warning(
-            "%s: master is now %s (was %s): %s", self.me.name, master, self.master or "unknown", reason
+            "%s: master is now %s (was %s): %s",
+            self.me.name,
+            master or "unknown",
+            self.master or "unknown",
+            reason,
         )
         self.master = master
         self.master_generation = 0
@@ -686,7 +1020,7 @@ class Node:
             if self.master_changed.is_set():
                 self.work_problem = None  # the former role's work is over, failed or not
             self.master_changed.clear()
-            if self.master is None:
+            if self.master is None or self.is_witness:
                 work = asyncio.create_task(self._idle())  # nothing to do until a master is known
             elif self.master == self.me.name and self.is_backup:
                 work = asyncio.create_task(self._idle())  # a backup server never acts as master
@@ -782,6 +1116,15 @@ class Node:
                 async for change in stub.WatchChanges(request, timeout=3600):
                     if change.master != self.master:
                         break  # the master changed meanwhile: _roles restarts us
+                    if self.elector is not None and change.epoch < self.elector.epoch:
+                        log.warning(
+                            "%s: ignoring %s's change stream of epoch %d (this node has seen epoch %d)",
+                            self.me.name,
+                            change.master,
+                            change.epoch,
+                            self.elector.epoch,
+                        )
+                        break
                     streamed = True
                     self.work_problem = None
                     self.heard_generation(change.master, change.generation)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
 
+from synco.node.election_link import from_vote_request, renewal_of, vote_reply
 from synco.node.node import Node
 from synco.node.tls import caller
 from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2, peer_pb2_grpc
@@ -30,9 +30,58 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         reason = self.node.accept(request)
         if reason is None:
             self.node.record_peer(request)
+        granted, refusal = False, ""
+        renewal = renewal_of(request) if reason is None and self.node.elector is not None else None
+        if renewal is not None:  # the elected master renews its lease: the cycle decides
+            try:
+                answer = await self.node.election_request(renewal)
+            except TimeoutError:
+                answer = None
+            granted, refusal = (answer.granted, answer.reason) if answer else (False, "no decision in time")
         return peer_pb2.HeartbeatReply(
-            self=self.node.heartbeat(), accepted=reason is None, reason=reason or ""
+            self=self.node.heartbeat(),
+            accepted=reason is None,
+            reason=reason or "",
+            lease_granted=granted,
+            lease_refusal=refusal,
         )
+
+    async def PreVote(
+        self,
+        request: peer_pb2.VoteRequest,
+        context: grpc.aio.ServicerContext[peer_pb2.VoteRequest, peer_pb2.VoteReply],
+    ) -> peer_pb2.VoteReply:
+        return await self._vote("pre-vote", request, context)
+
+    async def RequestVote(
+        self,
+        request: peer_pb2.VoteRequest,
+        context: grpc.aio.ServicerContext[peer_pb2.VoteRequest, peer_pb2.VoteReply],
+    ) -> peer_pb2.VoteReply:
+        return await self._vote("vote", request, context)
+
+    async def _vote(
+        self,
+        kind: str,
+        request: peer_pb2.VoteRequest,
+        context: grpc.aio.ServicerContext[peer_pb2.VoteRequest, peer_pb2.VoteReply],
+    ) -> peer_pb2.VoteReply:
+        """A candidate asks: queued for the cycle, answered once decided (a vote on disk first)."""
+        refused = self.node.authorize(caller(context.auth_context()), request.candidate)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+        if request.candidate not in self.node.peers:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{request.candidate!r} is not a peer")
+        if self.node.elector is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{self.node.me.name} has no automatic failover: {self.node.failover_off}",
+            )
+        try:
+            reply = await self.node.election_request(from_vote_request(kind, request))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no decision in time")
+        return vote_reply(reply)
 
     async def WatchChanges(
         self,
@@ -63,7 +112,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             yield peer_pb2.Change(
                 generation=sent,
                 epoch=self.node.state.epoch,
-                changed_unix_ms=int(time.time() * 1000),
+                changed_unix_ms=int(self.node.wall() * 1000),
                 master=self.node.me.name,
             )
 
@@ -88,7 +137,7 @@ class ControlService(control_pb2_grpc.ControlServicer):
         context: grpc.aio.ServicerContext[control_pb2.ClusterStatusRequest, control_pb2.ClusterStatus],
     ) -> control_pb2.ClusterStatus:
         peers = []
-        now_ms = int(time.time() * 1000)
+        now_ms = int(self.node.wall() * 1000)
         names = list(self.node.peers)
         details = await asyncio.gather(*(self._peer_status(name) for name in names))
         for name, detail in zip(names, details, strict=True):

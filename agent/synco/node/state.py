@@ -16,11 +16,14 @@ from synco.core.errors import OperationError
 
 @dataclass(frozen=True)
 class NodeState:
-    epoch: int = 0  # the election epoch this node last acted in
+    epoch: int = 0  # the highest election epoch this node has seen (never goes back)
+    voted_for: str | None = None  # its vote in that epoch
     generation: int = 0  # as master: the number of change batches seen
     pulled_generation: int = 0  # as replica: the generation of the last complete pull
     pulled_master: str | None = None  # the master that pull came from
     acted_as_master: bool = False  # acted as master since that pull: the next one keeps aside
+    data_epoch: int = 0  # the data it holds came from the master of this epoch...
+    data_generation: int = 0  # ...at this generation (how current it is, in elections)
 
 
 def load_state(path: Path) -> NodeState:

@@ -24,29 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13synco/v1/peer.proto\x12\x08synco.v1\"\x8d\x02\n\tHeartbeat\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x1c\n\x04role\x18\x02 \x01(\x0e\x32\x0e.synco.v1.Role\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12 \n\x06health\x18\x05 \x01(\x0e\x32\x10.synco.v1.Health\x12\x18\n\x10protocol_version\x18\x06 \x01(\r\x12\x15\n\rsettings_hash\x18\x07 \x01(\t\x12\x0e\n\x06master\x18\x08 \x01(\t\x12\x14\n\x0csent_unix_ms\x18\t \x01(\x03\x12\x0e\n\x06paused\x18\n \x01(\x08\x12\x15\n\rhealth_reason\x18\x0b \x01(\t\x12\x11\n\tunwatched\x18\x0c \x01(\x08\"U\n\x0eHeartbeatReply\x12!\n\x04self\x18\x01 \x01(\x0b\x32\x13.synco.v1.Heartbeat\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"6\n\x0cWatchRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x18\n\x10since_generation\x18\x02 \x01(\x04\"T\n\x06\x43hange\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x17\n\x0f\x63hanged_unix_ms\x18\x03 \x01(\x03\x12\x0e\n\x06master\x18\x04 \x01(\t\"\x13\n\x11NodeStatusRequest\"\x94\x02\n\nNodeStatus\x12&\n\theartbeat\x18\x01 \x01(\x0b\x32\x13.synco.v1.Heartbeat\x12\x0f\n\x07verdict\x18\x02 \x01(\t\x12\x19\n\x11master_generation\x18\x03 \x01(\x04\x12\x19\n\x11last_pull_unix_ms\x18\x04 \x01(\x03\x12\x14\n\x0clast_pull_ok\x18\x05 \x01(\x08\x12\x19\n\x11last_pull_message\x18\x06 \x01(\t\x12\x19\n\x11last_pull_seconds\x18\x07 \x01(\x01\x12\x13\n\x0blag_seconds\x18\x08 \x01(\x01\x12\x17\n\x0flatest_snapshot\x18\t \x01(\t\x12\x1d\n\x15next_snapshot_unix_ms\x18\n \x01(\x03*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_MASTER\x10\x01\x12\x10\n\x0cROLE_REPLICA\x10\x02\x12\x0f\n\x0bROLE_BACKUP\x10\x03*X\n\x06Health\x12\x16\n\x12HEALTH_UNSPECIFIED\x10\x00\x12\r\n\tHEALTH_OK\x10\x01\x12\x13\n\x0fHEALTH_DEGRADED\x10\x02\x12\x12\n\x0eHEALTH_FAILING\x10\x03\x32\xbf\x01\n\x04Peer\x12>\n\rSendHeartbeat\x12\x13.synco.v1.Heartbeat\x1a\x18.synco.v1.HeartbeatReply\x12:\n\x0cWatchChanges\x12\x16.synco.v1.WatchRequest\x1a\x10.synco.v1.Change0\x01\x12;\n\x06Status\x12\x1b.synco.v1.NodeStatusRequest\x1a\x14.synco.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13synco/v1/peer.proto\x12\x08synco.v1\"\xf2\x02\n\tHeartbeat\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x1c\n\x04role\x18\x02 \x01(\x0e\x32\x0e.synco.v1.Role\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x12\n\ngeneration\x18\x04 \x01(\x04\x12 \n\x06health\x18\x05 \x01(\x0e\x32\x10.synco.v1.Health\x12\x18\n\x10protocol_version\x18\x06 \x01(\r\x12\x15\n\rsettings_hash\x18\x07 \x01(\t\x12\x0e\n\x06master\x18\x08 \x01(\t\x12\x14\n\x0csent_unix_ms\x18\t \x01(\x03\x12\x0e\n\x06paused\x18\n \x01(\x08\x12\x15\n\rhealth_reason\x18\x0b \x01(\t\x12\x11\n\tunwatched\x18\x0c \x01(\x08\x12\x12\n\ndata_epoch\x18\r \x01(\x04\x12\x12\n\nineligible\x18\x0e \x01(\t\x12\x15\n\rlease_seconds\x18\x0f \x01(\x01\x12\x14\n\x0crenewal_sent\x18\x10 \x01(\x01\x12\x0e\n\x06\x61\x63ting\x18\x11 \x01(\x08\"\x83\x01\n\x0eHeartbeatReply\x12!\n\x04self\x18\x01 \x01(\x0b\x32\x13.synco.v1.Heartbeat\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x15\n\rlease_granted\x18\x04 \x01(\x08\x12\x15\n\rlease_refusal\x18\x05 \x01(\t\"\\\n\x0bVoteRequest\x12\x11\n\tcandidate\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x12\n\ndata_epoch\x18\x03 \x01(\x04\x12\x17\n\x0f\x64\x61ta_generation\x18\x04 \x01(\x04\"J\n\tVoteReply\x12\r\n\x05voter\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07granted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"6\n\x0cWatchRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x18\n\x10since_generation\x18\x02 \x01(\x04\"T\n\x06\x43hange\x12\x12\n\ngeneration\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x17\n\x0f\x63hanged_unix_ms\x18\x03 \x01(\x03\x12\x0e\n\x06master\x18\x04 \x01(\t\"\x13\n\x11NodeStatusRequest\"\xea\x02\n\nNodeStatus\x12&\n\theartbeat\x18\x01 \x01(\x0b\x32\x13.synco.v1.Heartbeat\x12\x0f\n\x07verdict\x18\x02 \x01(\t\x12\x19\n\x11master_generation\x18\x03 \x01(\x04\x12\x19\n\x11last_pull_unix_ms\x18\x04 \x01(\x03\x12\x14\n\x0clast_pull_ok\x18\x05 \x01(\x08\x12\x19\n\x11last_pull_message\x18\x06 \x01(\t\x12\x19\n\x11last_pull_seconds\x18\x07 \x01(\x01\x12\x13\n\x0blag_seconds\x18\x08 \x01(\x01\x12\x17\n\x0flatest_snapshot\x18\t \x01(\t\x12\x1d\n\x15next_snapshot_unix_ms\x18\n \x01(\x03\x12\x10\n\x08\x65lection\x18\x0b \x01(\t\x12\x17\n\x0flease_remaining\x18\x0c \x01(\x01\x12\x14\n\x0c\x66\x61ilover_off\x18\r \x01(\t\x12\x13\n\x0b\x64ns_lagging\x18\x0e \x03(\t*b\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_MASTER\x10\x01\x12\x10\n\x0cROLE_REPLICA\x10\x02\x12\x0f\n\x0bROLE_BACKUP\x10\x03\x12\x10\n\x0cROLE_WITNESS\x10\x04*X\n\x06Health\x12\x16\n\x12HEALTH_UNSPECIFIED\x10\x00\x12\r\n\tHEALTH_OK\x10\x01\x12\x13\n\x0fHEALTH_DEGRADED\x10\x02\x12\x12\n\x0eHEALTH_FAILING\x10\x03\x32\xb1\x02\n\x04Peer\x12>\n\rSendHeartbeat\x12\x13.synco.v1.Heartbeat\x1a\x18.synco.v1.HeartbeatReply\x12:\n\x0cWatchChanges\x12\x16.synco.v1.WatchRequest\x1a\x10.synco.v1.Change0\x01\x12;\n\x06Status\x12\x1b.synco.v1.NodeStatusRequest\x1a\x14.synco.v1.NodeStatus\x12\x35\n\x07PreVote\x12\x15.synco.v1.VoteRequest\x1a\x13.synco.v1.VoteReply\x12\x39\n\x0bRequestVote\x12\x15.synco.v1.VoteRequest\x1a\x13.synco.v1.VoteReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'synco.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=834
-  _globals['_ROLE']._serialized_end=914
-  _globals['_HEALTH']._serialized_start=916
-  _globals['_HEALTH']._serialized_end=1004
+  _globals['_ROLE']._serialized_start=1238
+  _globals['_ROLE']._serialized_end=1336
+  _globals['_HEALTH']._serialized_start=1338
+  _globals['_HEALTH']._serialized_end=1426
   _globals['_HEARTBEAT']._serialized_start=34
-  _globals['_HEARTBEAT']._serialized_end=303
-  _globals['_HEARTBEATREPLY']._serialized_start=305
-  _globals['_HEARTBEATREPLY']._serialized_end=390
-  _globals['_WATCHREQUEST']._serialized_start=392
-  _globals['_WATCHREQUEST']._serialized_end=446
-  _globals['_CHANGE']._serialized_start=448
-  _globals['_CHANGE']._serialized_end=532
-  _globals['_NODESTATUSREQUEST']._serialized_start=534
-  _globals['_NODESTATUSREQUEST']._serialized_end=553
-  _globals['_NODESTATUS']._serialized_start=556
-  _globals['_NODESTATUS']._serialized_end=832
-  _globals['_PEER']._serialized_start=1007
-  _globals['_PEER']._serialized_end=1198
+  _globals['_HEARTBEAT']._serialized_end=404
+  _globals['_HEARTBEATREPLY']._serialized_start=407
+  _globals['_HEARTBEATREPLY']._serialized_end=538
+  _globals['_VOTEREQUEST']._serialized_start=540
+  _globals['_VOTEREQUEST']._serialized_end=632
+  _globals['_VOTEREPLY']._serialized_start=634
+  _globals['_VOTEREPLY']._serialized_end=708
+  _globals['_WATCHREQUEST']._serialized_start=710
+  _globals['_WATCHREQUEST']._serialized_end=764
+  _globals['_CHANGE']._serialized_start=766
+  _globals['_CHANGE']._serialized_end=850
+  _globals['_NODESTATUSREQUEST']._serialized_start=852
+  _globals['_NODESTATUSREQUEST']._serialized_end=871
+  _globals['_NODESTATUS']._serialized_start=874
+  _globals['_NODESTATUS']._serialized_end=1236
+  _globals['_PEER']._serialized_start=1429
+  _globals['_PEER']._serialized_end=1734
 # @@protoc_insertion_point(module_scope)

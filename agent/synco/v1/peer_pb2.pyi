@@ -5,8 +5,10 @@ The wire contract between Synco agents. Field numbers are never reused: a remove
 field is marked `reserved`.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -29,6 +31,8 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     ROLE_MASTER: _Role.ValueType  # 1
     ROLE_REPLICA: _Role.ValueType  # 2
     ROLE_BACKUP: _Role.ValueType  # 3
+    ROLE_WITNESS: _Role.ValueType  # 4
+    """votes in elections, holds no data"""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper): ...
 
@@ -36,6 +40,8 @@ ROLE_UNSPECIFIED: Role.ValueType  # 0
 ROLE_MASTER: Role.ValueType  # 1
 ROLE_REPLICA: Role.ValueType  # 2
 ROLE_BACKUP: Role.ValueType  # 3
+ROLE_WITNESS: Role.ValueType  # 4
+"""votes in elections, holds no data"""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _Health:
@@ -79,6 +85,11 @@ class Heartbeat(_message.Message):
     PAUSED_FIELD_NUMBER: _builtins.int
     HEALTH_REASON_FIELD_NUMBER: _builtins.int
     UNWATCHED_FIELD_NUMBER: _builtins.int
+    DATA_EPOCH_FIELD_NUMBER: _builtins.int
+    INELIGIBLE_FIELD_NUMBER: _builtins.int
+    LEASE_SECONDS_FIELD_NUMBER: _builtins.int
+    RENEWAL_SENT_FIELD_NUMBER: _builtins.int
+    ACTING_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     """the server name in the backup script"""
     role: Global___Role.ValueType
@@ -98,6 +109,18 @@ class Heartbeat(_message.Message):
     """why health is not OK ("" when it is)"""
     unwatched: _builtins.bool
     """master: its watcher is down, changes are not announced (replicas poll)"""
+    data_epoch: _builtins.int
+    """Election (automatic failover). A node's data is (data_epoch, generation): the epoch of
+    the master it came from, and that master's generation.
+    """
+    ineligible: _builtins.str
+    """why this node may not become master ("" when it may)"""
+    lease_seconds: _builtins.float
+    """> 0: the elected master renews its lease (a duration)"""
+    renewal_sent: _builtins.float
+    """the master's own clock at sending; echoed, never compared"""
+    acting: _builtins.bool
+    """the elected master acts (DNS names it): pull from it"""
     def __init__(
         self,
         *,
@@ -113,10 +136,15 @@ class Heartbeat(_message.Message):
         paused: _builtins.bool = ...,
         health_reason: _builtins.str = ...,
         unwatched: _builtins.bool = ...,
+        data_epoch: _builtins.int = ...,
+        ineligible: _builtins.str = ...,
+        lease_seconds: _builtins.float = ...,
+        renewal_sent: _builtins.float = ...,
+        acting: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "master", b"master", "node", b"node", "paused", b"paused", "protocol_version", b"protocol_version", "role", b"role", "sent_unix_ms", b"sent_unix_ms", "settings_hash", b"settings_hash", "unwatched", b"unwatched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acting", b"acting", "data_epoch", b"data_epoch", "epoch", b"epoch", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "ineligible", b"ineligible", "lease_seconds", b"lease_seconds", "master", b"master", "node", b"node", "paused", b"paused", "protocol_version", b"protocol_version", "renewal_sent", b"renewal_sent", "role", b"role", "sent_unix_ms", b"sent_unix_ms", "settings_hash", b"settings_hash", "unwatched", b"unwatched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -129,9 +157,15 @@ class HeartbeatReply(_message.Message):
     SELF_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    LEASE_GRANTED_FIELD_NUMBER: _builtins.int
+    LEASE_REFUSAL_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     reason: _builtins.str
     """why not accepted (protocol or settings mismatch)"""
+    lease_granted: _builtins.bool
+    """a renewal: this voter granted the lease (persisted first)"""
+    lease_refusal: _builtins.str
+    """a renewal: why not"""
     @_builtins.property
     def self(self) -> Global___Heartbeat:
         """the receiver's own heartbeat, so one call informs both sides"""
@@ -142,14 +176,78 @@ class HeartbeatReply(_message.Message):
         self: Global___Heartbeat | None = ...,
         accepted: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        lease_granted: _builtins.bool = ...,
+        lease_refusal: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["self", b"self"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "reason", b"reason", "self", b"self"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "lease_granted", b"lease_granted", "lease_refusal", b"lease_refusal", "reason", b"reason", "self", b"self"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatReply: _TypeAlias = HeartbeatReply  # noqa: Y015
+
+@_typing.final
+class VoteRequest(_message.Message):
+    """A candidate's request for a pre-vote or a vote in `epoch`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANDIDATE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    DATA_EPOCH_FIELD_NUMBER: _builtins.int
+    DATA_GENERATION_FIELD_NUMBER: _builtins.int
+    candidate: _builtins.str
+    epoch: _builtins.int
+    """a pre-vote: the epoch it would stand in (its own plus one)"""
+    data_epoch: _builtins.int
+    """the data it holds, or will catch up to before acting"""
+    data_generation: _builtins.int
+    def __init__(
+        self,
+        *,
+        candidate: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        data_epoch: _builtins.int = ...,
+        data_generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "data_epoch", b"data_epoch", "data_generation", b"data_generation", "epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteRequest: _TypeAlias = VoteRequest  # noqa: Y015
+
+@_typing.final
+class VoteReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOTER_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    voter: _builtins.str
+    epoch: _builtins.int
+    """the voter's epoch after the request (persisted first)"""
+    granted: _builtins.bool
+    reason: _builtins.str
+    """why not granted"""
+    def __init__(
+        self,
+        *,
+        voter: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        granted: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "granted", b"granted", "reason", b"reason", "voter", b"voter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoteReply: _TypeAlias = VoteReply  # noqa: Y015
 
 @_typing.final
 class WatchRequest(_message.Message):
@@ -233,6 +331,10 @@ class NodeStatus(_message.Message):
     LAG_SECONDS_FIELD_NUMBER: _builtins.int
     LATEST_SNAPSHOT_FIELD_NUMBER: _builtins.int
     NEXT_SNAPSHOT_UNIX_MS_FIELD_NUMBER: _builtins.int
+    ELECTION_FIELD_NUMBER: _builtins.int
+    LEASE_REMAINING_FIELD_NUMBER: _builtins.int
+    FAILOVER_OFF_FIELD_NUMBER: _builtins.int
+    DNS_LAGGING_FIELD_NUMBER: _builtins.int
     verdict: _builtins.str
     """the last cycle's verdict line"""
     master_generation: _builtins.int
@@ -247,8 +349,18 @@ class NodeStatus(_message.Message):
     """backup: the newest published snapshot"""
     next_snapshot_unix_ms: _builtins.int
     """backup: when the next snapshot is due (0: now, or unknown)"""
+    election: _builtins.str
+    """the election's verdict ("" without automatic failover)"""
+    lease_remaining: _builtins.float
+    """the master: seconds left on its lease"""
+    failover_off: _builtins.str
+    """why automatic failover is off ("" when it is on)"""
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
+    @_builtins.property
+    def dns_lagging(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the master: authoritative servers that do not serve it yet"""
+
     def __init__(
         self,
         *,
@@ -262,10 +374,14 @@ class NodeStatus(_message.Message):
         lag_seconds: _builtins.float = ...,
         latest_snapshot: _builtins.str = ...,
         next_snapshot_unix_ms: _builtins.int = ...,
+        election: _builtins.str = ...,
+        lease_remaining: _builtins.float = ...,
+        failover_off: _builtins.str = ...,
+        dns_lagging: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "latest_snapshot", b"latest_snapshot", "master_generation", b"master_generation", "next_snapshot_unix_ms", b"next_snapshot_unix_ms", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_lagging", b"dns_lagging", "election", b"election", "failover_off", b"failover_off", "heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "latest_snapshot", b"latest_snapshot", "lease_remaining", b"lease_remaining", "master_generation", b"master_generation", "next_snapshot_unix_ms", b"next_snapshot_unix_ms", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,6 +49,16 @@ class PeerStub:
                 request_serializer=synco_dot_v1_dot_peer__pb2.NodeStatusRequest.SerializeToString,
                 response_deserializer=synco_dot_v1_dot_peer__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.PreVote = channel.unary_unary(
+                '/synco.v1.Peer/PreVote',
+                request_serializer=synco_dot_v1_dot_peer__pb2.VoteRequest.SerializeToString,
+                response_deserializer=synco_dot_v1_dot_peer__pb2.VoteReply.FromString,
+                _registered_method=True)
+        self.RequestVote = channel.unary_unary(
+                '/synco.v1.Peer/RequestVote',
+                request_serializer=synco_dot_v1_dot_peer__pb2.VoteRequest.SerializeToString,
+                response_deserializer=synco_dot_v1_dot_peer__pb2.VoteReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -72,6 +82,18 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreVote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestVote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +111,16 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=synco_dot_v1_dot_peer__pb2.NodeStatusRequest.FromString,
                     response_serializer=synco_dot_v1_dot_peer__pb2.NodeStatus.SerializeToString,
+            ),
+            'PreVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreVote,
+                    request_deserializer=synco_dot_v1_dot_peer__pb2.VoteRequest.FromString,
+                    response_serializer=synco_dot_v1_dot_peer__pb2.VoteReply.SerializeToString,
+            ),
+            'RequestVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestVote,
+                    request_deserializer=synco_dot_v1_dot_peer__pb2.VoteRequest.FromString,
+                    response_serializer=synco_dot_v1_dot_peer__pb2.VoteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +204,60 @@ class Peer:
             '/synco.v1.Peer/Status',
             synco_dot_v1_dot_peer__pb2.NodeStatusRequest.SerializeToString,
             synco_dot_v1_dot_peer__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synco.v1.Peer/PreVote',
+            synco_dot_v1_dot_peer__pb2.VoteRequest.SerializeToString,
+            synco_dot_v1_dot_peer__pb2.VoteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synco.v1.Peer/RequestVote',
+            synco_dot_v1_dot_peer__pb2.VoteRequest.SerializeToString,
+            synco_dot_v1_dot_peer__pb2.VoteReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,6 +36,8 @@ class PeerStub:
     SendHeartbeat: _grpc.UnaryUnaryMultiCallable[_peer_pb2.Heartbeat, _peer_pb2.HeartbeatReply]
     WatchChanges: _grpc.UnaryStreamMultiCallable[_peer_pb2.WatchRequest, _peer_pb2.Change]
     Status: _grpc.UnaryUnaryMultiCallable[_peer_pb2.NodeStatusRequest, _peer_pb2.NodeStatus]
+    PreVote: _grpc.UnaryUnaryMultiCallable[_peer_pb2.VoteRequest, _peer_pb2.VoteReply]
+    RequestVote: _grpc.UnaryUnaryMultiCallable[_peer_pb2.VoteRequest, _peer_pb2.VoteReply]
 
 @_typing.type_check_only
 class PeerAsyncStub(PeerStub):
@@ -43,6 +45,8 @@ class PeerAsyncStub(PeerStub):
     SendHeartbeat: _aio.UnaryUnaryMultiCallable[_peer_pb2.Heartbeat, _peer_pb2.HeartbeatReply]  # type: ignore[assignment]
     WatchChanges: _aio.UnaryStreamMultiCallable[_peer_pb2.WatchRequest, _peer_pb2.Change]  # type: ignore[assignment]
     Status: _aio.UnaryUnaryMultiCallable[_peer_pb2.NodeStatusRequest, _peer_pb2.NodeStatus]  # type: ignore[assignment]
+    PreVote: _aio.UnaryUnaryMultiCallable[_peer_pb2.VoteRequest, _peer_pb2.VoteReply]  # type: ignore[assignment]
+    RequestVote: _aio.UnaryUnaryMultiCallable[_peer_pb2.VoteRequest, _peer_pb2.VoteReply]  # type: ignore[assignment]
 
 class PeerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -65,5 +69,19 @@ class PeerServicer(metaclass=_abc_1.ABCMeta):
         request: _peer_pb2.NodeStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.NodeStatus, _abc.Awaitable[_peer_pb2.NodeStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def PreVote(
+        self,
+        request: _peer_pb2.VoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.VoteReply, _abc.Awaitable[_peer_pb2.VoteReply]]: ...
+
+    @_abc_1.abstractmethod
+    def RequestVote(
+        self,
+        request: _peer_pb2.VoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.VoteReply, _abc.Awaitable[_peer_pb2.VoteReply]]: ...
 
 def add_PeerServicer_to_server(servicer: PeerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
