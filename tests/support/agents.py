@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.components import need
-from tests.support.named import free_port
+from tests.support.named import ZONE, DnsCluster, free_port
+from tests.support.sshd import Sshd
 
 
 @dataclass
@@ -120,3 +122,55 @@ def make_cluster(
     (directory / names[0] / "srv").mkdir(parents=True)
     os.makedirs(directory / "run", exist_ok=True)
     return Cluster(directory, config, names)
+
+
+FAST_FAILOVER = "heartbeat_interval = 0.3\nlease = 1.2\nlease_margin = 0.15\nmaster_poll = 0.5\n"
+
+
+def make_failover_cluster(
+    directory: Path,
+    names: list[str],
+    sshd: Sshd,
+    named: DnsCluster,
+    timings: str = FAST_FAILOVER,
+    extra_servers: str = "",
+    tls: bool = False,
+) -> Cluster:
+    """Agents on loopback that elect their master: every server reached over `sshd` by a host
+    name of the test zone, the master a name of its own in that zone (the zone is shared by
+    other tests), moved compare-and-set on `named`'s primary. Nobody is master at start."""
+    servers = "".join(
+        f"[servers.{n}]\n"
+        + sshd.server_toml(f"{n}.{ZONE}", connect_to="127.0.0.1")
+        + f'root = "{directory / n}"\nagent = "127.0.0.1:{free_port()}"\n'
+        for n in names
+    )
+    config = directory / "cluster.toml"
+    security = "insecure = true\n"
+    if tls:
+        certs = issue_certificates(directory / "certs", names)
+        security = (
+            f'ca_file = "{certs}/ca.pem"\ncert_file = "{certs}/{{server}}.pem"\n'
+            f'key_file = "{certs}/{{server}}.key"\n'
+        )
+    config.write_text(
+        f'master = "m{free_port()}.{ZONE}"\n[method]\narguments = ["--archive", "--delete"]\n'
+        f'[agent]\n{security}state_dir = "{directory}/state"\n'
+        f'control_socket = "{directory}/run/{{server}}.sock"\n'
+        f"{timings}periodic_pull = 60\npull_retry = 1\n"
+        f'{servers}{extra_servers}[[directories]]\npath = "srv"\n{named.toml()}'
+    )
+    for name in names:
+        (directory / name / "srv").mkdir(parents=True)
+    os.makedirs(directory / "run", exist_ok=True)
+    return Cluster(directory, config, names)
+
+
+def acting(cluster: Cluster, names: list[str] | None = None) -> list[str]:
+    """The nodes whose own agent says it acts as master now."""
+    found = []
+    for name in names or cluster.names:
+        result = cluster.ctl(name, "status", "--json")
+        if result.returncode == 0 and json.loads(result.stdout)["local"]["heartbeat"].get("acting"):
+            found.append(name)
+    return found

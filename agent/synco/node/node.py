@@ -556,6 +556,8 @@ class Node:
                 if reply.accepted and reply.self.node == server.name and self.accept(reply.self) is None:
                     self.record_peer(reply.self)
                     self.election_replies.append(renewal_reply(message, reply))
+                    if reply.lease_granted and reply.self.epoch <= message.epoch:
+                        return  # the next renewal's cycle (a heartbeat away) counts it: no wake-up
                 elif not reply.accepted:
                     self.peers[server.name].error = f"refused our heartbeat: {reply.reason}"
             else:
@@ -914,12 +916,17 @@ class Node:
         """Every interval, a heartbeat to each peer, independently: a peer that does not answer
         delays nobody else's (its call is left to its own deadline, and not repeated meanwhile)."""
         pending: dict[str, asyncio.Task[None]] = {}
+        rounds = 0
         try:
             while not stop.is_set():
+                rounds += 1
                 # One call per pair of nodes and interval: the reply carries the other side's
-                # heartbeat, so the node whose name sorts first calls and both learn.
+                # heartbeat, so the node whose name sorts first calls and both learn. While a
+                # master renews its lease, the others need each other's news only to rank
+                # candidates (within a lease): every other interval is enough.
+                leased = self._leased_master() is not None
                 for name in self.peers:
-                    if self._renewals_cover(name):
+                    if self._renewals_cover(name) or (leased and rounds % 2):
                         continue
                     if name > self.me.name and (name not in pending or pending[name].done()):
                         pending[name] = asyncio.create_task(self._beat(self.script.server(name)))
@@ -929,6 +936,12 @@ class Node:
             for task in pending.values():
                 task.cancel()
             await asyncio.gather(*pending.values(), return_exceptions=True)
+
+    def _leased_master(self) -> str | None:
+        elector = self.elector
+        if elector is None or elector.lease_holder is None or self.clock() >= elector.lease_until:
+            return None
+        return elector.lease_holder
 
     def _renewals_cover(self, peer: str) -> bool:
         """The elected master's renewals (heartbeats to every peer) already tell both sides."""
@@ -986,8 +999,11 @@ class Node:
                 self.wake.set()
             except Exception as error:  # DNS and resolver errors of every kind: keep the last master
                 log.warning("%s: cannot tell who is master: %s", self.me.name, error)
+            # while a master holds its lease, the election tells who it is: DNS is read less
+            # often then, to learn of an epoch this node missed (the record is the master's)
+            every = self.settings.master_poll * (5 if self._leased_master() is not None else 1)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.master_poll)
+                await asyncio.wait_for(stop.wait(), timeout=every)
 
     def _master_now(self, master: str | None, reason: str) -> None:
         """The master changed (only the cycle calls this): the role's work starts again."""
