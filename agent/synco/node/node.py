@@ -161,7 +161,8 @@ class Node:
         self.election_requests: list[tuple[Request, asyncio.Future[Reply]]] = []
         self.election_replies: list[Reply] = []
         self.election_outcomes: list[Callable[[Elector, float], list[Effect]]] = []
-        self.catching_up: tuple[str, Position] | None = None  # the winner's catch-up in progress
+        self.catching_up: tuple[str, Position] | None = None  # the winner's catch-up, due or running
+        self.pull_is_catch_up = False  # the pull in progress is that catch-up
         self.publishing_change: object | None = None
         self.dns_lagging: list[str] = []  # as master: authoritative servers not serving it yet
         self.elector: Elector | None = None
@@ -614,7 +615,7 @@ class Node:
             return  # started once the cancelled pull has ended (_finish_pull)
         server = self.script.server(source)
         log.info("%s: catching up from %s (%s) before acting", self.me.name, source, position.describe())
-        self.pulling_from = source
+        self.pulling_from, self.pull_is_catch_up = source, True
         self.pull_task = asyncio.create_task(
             pull(self.script, server, self.me, position.generation, self._keep_aside_for(source))
         )
@@ -817,13 +818,19 @@ class Node:
         return keep_aside
 
     def _finish_pull(self, task: asyncio.Task[PullResult]) -> None:
+        """Record how the pull (snapshot, catch-up) ended; a catch-up that waited for it starts."""
+        waiting = self.catching_up if not self.pull_is_catch_up else None
+        if waiting is not None:
+            self.catching_up = None
+        self._record_pull(task)
+        if waiting is not None:
+            self._start_catch_up(*waiting)
+
+    def _record_pull(self, task: asyncio.Task[PullResult]) -> None:
         source, self.pulling_from, self.pull_task, self.cancelling = self.pulling_from, None, None, False
         self.last_pull_at, self.last_pull_unix = self.clock(), self.wall()
         catching_up, self.catching_up = self.catching_up, None
-        if catching_up is not None and catching_up[0] != source:
-            # a pull was cancelled for the catch-up: start the catch-up now
-            self._start_catch_up(*catching_up)
-            return
+        self.pull_is_catch_up = False
         if self.is_backup:  # a cancelled snapshot may still have been published meanwhile
             self.latest_snapshot = self._newest_snapshot()
         if task.cancelled():

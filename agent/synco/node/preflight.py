@@ -45,6 +45,9 @@ def preflight(script: Script, me: str, now: datetime | None = None) -> list[Chec
     server = script.server(me)
     checks = [*_certificates(script, me, now or datetime.now(UTC))]
     checks.append(_state(script, me))
+    if server.role == Role.WITNESS:  # it votes, and holds no data: no root, no rsync
+        checks.append(Check(True, "role", "witness (votes in elections, holds no data)"))
+        return checks
     checks.append(_root(server))
     if server.mountpoint is not None:
         mounted = os.path.ismount(server.mountpoint)
