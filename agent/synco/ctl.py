@@ -20,7 +20,12 @@ from synco.core.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
 from synco.node.cluster import control_socket_path, load_cluster
 from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2
 
-ROLES = {peer_pb2.ROLE_MASTER: "master", peer_pb2.ROLE_REPLICA: "replica", peer_pb2.ROLE_BACKUP: "backup"}
+ROLES = {
+    peer_pb2.ROLE_MASTER: "master",
+    peer_pb2.ROLE_REPLICA: "replica",
+    peer_pb2.ROLE_BACKUP: "backup",
+    peer_pb2.ROLE_WITNESS: "witness",
+}
 HEALTH = {peer_pb2.HEALTH_OK: "ok", peer_pb2.HEALTH_DEGRADED: "degraded", peer_pb2.HEALTH_FAILING: "failing"}
 
 
@@ -81,7 +86,21 @@ def table(status: control_pb2.ClusterStatus) -> str:
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in rows
     ]
-    return "\n".join([*lines, *reasons]) + f"\n\n{local.heartbeat.node}: {local.verdict}"
+    election = []
+    if local.failover_off:
+        election.append(f"automatic failover: off ({local.failover_off})")
+    elif local.election:
+        lease = f" (lease {local.lease_remaining:.1f} s left)" if local.lease_remaining else ""
+        election.append(f"election: {local.election}{lease}")
+        if local.last_election:
+            election.append(f"last election: {local.last_election}")
+    if local.dns_lagging:
+        election.append(f"DNS not serving this master yet: {', '.join(local.dns_lagging)}")
+    return (
+        "\n".join([*lines, *reasons])
+        + f"\n\n{local.heartbeat.node}: {local.verdict}"
+        + "".join(f"\n{line}" for line in election)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

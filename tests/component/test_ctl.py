@@ -159,6 +159,7 @@ NODE = {
     "leaseRemaining",
     "failoverOff",
     "dnsLagging",
+    "lastElection",
 }
 HEARTBEAT = {
     "node",

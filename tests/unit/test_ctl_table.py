@@ -31,3 +31,43 @@ def test_a_node_that_is_not_ok_says_why() -> None:
     assert "s02 is degraded: no heartbeat from master s01 for over 3 s" in lines
     assert "s01 is failing: /srv is not mounted" in lines
     assert lines[-1] == "s02: no heartbeat from master s01 for over 3 s; in sync with s01 at generation 4"
+
+
+LAST = (
+    "2026-12-02T03:00:00Z: won epoch 4; s03: older data (epoch 3 generation 6 < s02's epoch 3 generation 7)"
+)
+
+
+def test_the_election_shows_under_the_verdict() -> None:
+    local = peer_pb2.NodeStatus(
+        heartbeat=peer_pb2.Heartbeat(node="s02", role=peer_pb2.ROLE_MASTER, epoch=4, acting=True),
+        verdict="master of epoch 4, generation 7",
+        election="master of epoch 4",
+        lease_remaining=1.62,
+        last_election=LAST,
+        dns_lagging=["192.0.2.53"],
+    )
+    witness = peer_pb2.NodeStatus(
+        heartbeat=peer_pb2.Heartbeat(node="w1", role=peer_pb2.ROLE_WITNESS, epoch=4)
+    )
+    text = table(
+        control_pb2.ClusterStatus(local=local, peers=[control_pb2.PeerView(node="w1", status=witness)])
+    )
+    lines = text.splitlines()
+    assert lines[-4:] == [
+        "s02: master of epoch 4, generation 7",
+        "election: master of epoch 4 (lease 1.6 s left)",
+        f"last election: {LAST}",
+        "DNS not serving this master yet: 192.0.2.53",
+    ]
+    assert any(line.startswith("w1") and "witness" in line for line in lines)
+
+
+def test_a_cluster_without_failover_says_why() -> None:
+    local = peer_pb2.NodeStatus(
+        heartbeat=peer_pb2.Heartbeat(node="s02", role=peer_pb2.ROLE_REPLICA),
+        verdict="in sync with s01 at generation 4",
+        failover_off="the master is named in the script (s01)",
+    )
+    lines = table(control_pb2.ClusterStatus(local=local)).splitlines()
+    assert lines[-1] == "automatic failover: off (the master is named in the script (s01))"

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from synco.core.lease import lease_end, majority
-from synco.core.ranking import Position, Standing, ahead_of, most_current
+from synco.core.ranking import Position, Standing, ahead_of, most_current, ranked, why_lost
 
 
 class Phase(StrEnum):
@@ -193,6 +193,7 @@ class Elector:
         self.publishing = False
         self.publish_retry_at = 0.0
         self.verdict = "starting: waiting one lease before voting or standing"
+        self.last_election = ""  # the last election this node won, and why no other node did
 
     # -- what others read ----------------------------------------------------------------------
 
@@ -516,6 +517,8 @@ class Elector:
         self.published = self.publishing = False
         self.publish_retry_at = now
         self._heard_leader(now, self.me.node)
+        others = [why_lost(s, self.me) for s in ranked(self.recent(now))]
+        self.last_election = f"won epoch {self.epoch}" + (f"; {'; '.join(others)}" if others else "")
         self.leader, self.leader_acting = self.me.node, False
         self.lease_holder, self.lease_until = self.me.node, now
         self.caught_up, self.catching_up_since, self.unreachable = False, now, set()

@@ -70,6 +70,13 @@ def why_not(loser: Standing, winner: Standing) -> str:
     return f"{loser.node}: same data and priority as {winner.node}, whose name sorts first"
 
 
+def why_lost(other: Standing, winner: Standing) -> str:
+    """Why `other` did not win the election `winner` won."""
+    if order_key(other) < order_key(winner):
+        return f"{other.node}: ranks first, but a majority granted {winner.node} its votes first"
+    return why_not(other, winner)
+
+
 def ahead_of(me: Standing, others: Iterable[Standing]) -> list[Standing]:
     """The eligible nodes that rank before `me` (a candidate waits for them to try first)."""
     mine = order_key(me)

@@ -165,6 +165,7 @@ class Node:
         self.pull_is_catch_up = False  # the pull in progress is that catch-up
         self.publishing_change: object | None = None
         self.dns_lagging: list[str] = []  # as master: authoritative servers not serving it yet
+        self.last_election = ""  # the last election this node won: when, and why the others did not
         self.elector: Elector | None = None
         if self.failover_off is None:
             peers = tuple(self.peers)
@@ -326,6 +327,7 @@ class Node:
             lease_remaining=self.elector.lease_remaining(self.clock()) if self.elector else 0.0,
             failover_off=self.failover_off or "",
             dns_lagging=self.dns_lagging,
+            last_election=self.last_election,
         )
 
     def lag_seconds(self) -> float:
@@ -345,6 +347,11 @@ class Node:
 
     def record_peer(self, heartbeat: peer_pb2.Heartbeat) -> None:
         self.peers[heartbeat.node] = PeerView(heartbeat, self.clock())
+        if self.elector is not None and heartbeat.acting and heartbeat.epoch < self.elector.epoch:
+            self.once_a_minute(
+                f"{heartbeat.node} says it acts as master in epoch {heartbeat.epoch}, but this node has "
+                f"seen epoch {self.elector.epoch}: ignored"
+            )
         if heartbeat.role == peer_pb2.ROLE_MASTER and heartbeat.master == heartbeat.node:
             self.heard_generation(heartbeat.node, heartbeat.generation)
 
@@ -512,6 +519,9 @@ class Node:
         self._carry_out(elector.tick(now))
         if elector.phase == Phase.LEADER and not was_leader:
             self.metrics.elections.inc()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wall()))
+            self.last_election = f"{stamp}: {elector.last_election}"
+            log.info("%s: %s", self.me.name, elector.last_election)
 
     def _carry_out(self, effects: list[Effect]) -> None:
         """The elector's effects, in order: a Persist is on disk (fsync'd) before the next."""
@@ -903,11 +913,15 @@ class Node:
 
     def refuse(self, reason: str) -> str:
         """Log a refused caller (at most once a minute per reason) and return the reason."""
-        now = self.clock()
-        if now - self._refusals.get(reason, -1e9) >= 60:
-            self._refusals[reason] = now
-            log.warning("%s: refused a caller: %s", self.me.name, reason)
+        self.once_a_minute(f"refused a caller: {reason}")
         return reason
+
+    def once_a_minute(self, text: str) -> None:
+        """A WARNING line, at most once a minute for the same text."""
+        now = self.clock()
+        if now - self._refusals.get(text, -1e9) >= 60:
+            self._refusals[text] = now
+            log.warning("%s: %s", self.me.name, text)
 
     def authorize(self, identity: str | None, claimed: str | None) -> str | None:
         """Why a caller is refused (its certificate names no peer, or another node), or None."""

@@ -335,6 +335,7 @@ class NodeStatus(_message.Message):
     LEASE_REMAINING_FIELD_NUMBER: _builtins.int
     FAILOVER_OFF_FIELD_NUMBER: _builtins.int
     DNS_LAGGING_FIELD_NUMBER: _builtins.int
+    LAST_ELECTION_FIELD_NUMBER: _builtins.int
     verdict: _builtins.str
     """the last cycle's verdict line"""
     master_generation: _builtins.int
@@ -355,6 +356,8 @@ class NodeStatus(_message.Message):
     """the master: seconds left on its lease"""
     failover_off: _builtins.str
     """why automatic failover is off ("" when it is on)"""
+    last_election: _builtins.str
+    """the last election this node won: when, and why each other node did not"""
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
@@ -378,10 +381,11 @@ class NodeStatus(_message.Message):
         lease_remaining: _builtins.float = ...,
         failover_off: _builtins.str = ...,
         dns_lagging: _abc.Iterable[_builtins.str] | None = ...,
+        last_election: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_lagging", b"dns_lagging", "election", b"election", "failover_off", b"failover_off", "heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "latest_snapshot", b"latest_snapshot", "lease_remaining", b"lease_remaining", "master_generation", b"master_generation", "next_snapshot_unix_ms", b"next_snapshot_unix_ms", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_lagging", b"dns_lagging", "election", b"election", "failover_off", b"failover_off", "heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_election", b"last_election", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "latest_snapshot", b"latest_snapshot", "lease_remaining", b"lease_remaining", "master_generation", b"master_generation", "next_snapshot_unix_ms", b"next_snapshot_unix_ms", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
