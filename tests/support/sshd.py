@@ -85,6 +85,12 @@ def prepare_sshd(directory: Path, listen: list[str], port: int, names: list[str]
     )
     config = directory / "sshd_config"
     listen_lines = "".join(f"ListenAddress {address}\n" for address in listen)
+    # The sessions' HOME is an empty directory of the test's: the login shell (bash, for
+    # root) would otherwise source the machine user's ~/.bashrc on every ssh command, and
+    # with it whatever that does (here, `pyenv init` takes a lock that a session killed by
+    # a test leaves behind, and every later session waits 60 s for it).
+    home = directory / "home"
+    home.mkdir(exist_ok=True)
     config.write_text(
         f"""Port {port}
 {listen_lines}HostKey {host_key}
@@ -99,6 +105,7 @@ UsePAM no
 LogLevel VERBOSE
 MaxStartups 100:30:200
 MaxSessions 100
+SetEnv HOME={home}
 """
     )
     if os.geteuid() == 0:
