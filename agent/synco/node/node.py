@@ -434,7 +434,12 @@ class Node:
         if self.is_master and not self.state.acted_as_master:
             # persisted before acting: after a restart too, the next pull from any master keeps
             # aside what it would overwrite or delete (the writes this node took as master)
-            self.state = replace(self.state, acted_as_master=True, data_epoch=self.state.epoch)
+            self.state = replace(
+                self.state,
+                acted_as_master=True,
+                data_epoch=self.state.epoch,
+                data_generation=self.state.generation,
+            )
             save_state(self.state_path, self.state)
         if self.is_witness:
             assert self.elector is not None or self.failover_off is not None
@@ -1122,7 +1127,12 @@ class Node:
                 if self.work_problem is not None:
                     log.info("%s: watching for changes again", self.me.name)
                     self.work_problem = None  # the watch is in place
-                self.state = replace(self.state, generation=batch.generation)
+                self.state = replace(
+                    self.state,
+                    generation=batch.generation,
+                    data_epoch=self.state.epoch,
+                    data_generation=batch.generation,
+                )
                 save_state(self.state_path, self.state)
                 async with self.changed:
                     self.changed.notify_all()
