@@ -1127,12 +1127,11 @@ class Node:
                 if self.work_problem is not None:
                     log.info("%s: watching for changes again", self.me.name)
                     self.work_problem = None  # the watch is in place
-                self.state = replace(
-                    self.state,
-                    generation=batch.generation,
-                    data_epoch=self.state.epoch,
-                    data_generation=batch.generation,
-                )
+                self.state = replace(self.state, generation=batch.generation)
+                if self.is_master:  # (not once it stepped down: a newer epoch is not its data's)
+                    self.state = replace(
+                        self.state, data_epoch=self.state.epoch, data_generation=batch.generation
+                    )
                 save_state(self.state_path, self.state)
                 async with self.changed:
                     self.changed.notify_all()
