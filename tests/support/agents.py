@@ -88,6 +88,17 @@ def issue_certificates(directory: Path, names: list[str]) -> Path:
     return directory
 
 
+def security_toml(directory: Path, names: list[str], tls: bool) -> str:
+    """The [agent] keys for mutual TLS (certificates issued here for `names`), or plaintext."""
+    if not tls:
+        return "insecure = true\n"
+    certs = issue_certificates(directory / "certs", names)
+    return (
+        f'ca_file = "{certs}/ca.pem"\ncert_file = "{certs}/{{server}}.pem"\n'
+        f'key_file = "{certs}/{{server}}.key"\n'
+    )
+
+
 def make_cluster(
     directory: Path,
     names: list[str],
@@ -105,13 +116,7 @@ def make_cluster(
         for n in names
     )
     config = directory / "cluster.toml"
-    security = "insecure = true\n"
-    if tls:
-        certs = issue_certificates(directory / "certs", names)
-        security = (
-            f'ca_file = "{certs}/ca.pem"\ncert_file = "{certs}/{{server}}.pem"\n'
-            f'key_file = "{certs}/{{server}}.key"\n'
-        )
+    security = security_toml(directory, names, tls)
     config.write_text(
         f'master = "{names[0]}"\n[method]\narguments = {arguments}\n'
         f'[agent]\n{security}state_dir = "{directory}/state"\n'
@@ -146,13 +151,7 @@ def make_failover_cluster(
         for n in names
     )
     config = directory / "cluster.toml"
-    security = "insecure = true\n"
-    if tls:
-        certs = issue_certificates(directory / "certs", names)
-        security = (
-            f'ca_file = "{certs}/ca.pem"\ncert_file = "{certs}/{{server}}.pem"\n'
-            f'key_file = "{certs}/{{server}}.key"\n'
-        )
+    security = security_toml(directory, names, tls)
     config.write_text(
         f'master = "m{free_port()}.{ZONE}"\n[method]\narguments = ["--archive", "--delete"]\n'
         f'[agent]\n{security}state_dir = "{directory}/state"\n'
