@@ -14,7 +14,7 @@ from synco.core.dns_records import absolute
 from synco.core.model import DnsSettings
 from synco.dns_client import Authority, parse_server
 from tests.support.agents import Cluster, acting, make_failover_cluster, wait_until
-from tests.support.cli import read_tree, write_tree
+from tests.support.cli import read_tree, synco, write_tree
 from tests.support.named import ZONE, DnsCluster
 from tests.support.sshd import Sshd
 
@@ -82,3 +82,21 @@ def test_killing_the_masters_agent_elects_a_replica_that_moves_dns(
     assert kept["from"] == first
     late = "written after the last pull"
     assert final.get("late.txt") == late or kept.get("late.txt") == late, (final, kept)
+
+
+def test_moving_the_name_by_hand_makes_the_agents_elect_the_server_it_names(
+    cluster: Cluster, named: DnsCluster
+) -> None:
+    name = absolute(master_of(cluster))
+    wait_until(lambda: len(acting(cluster, NAMES)) == 1, "a master elected at start")
+    (first,) = acting(cluster, NAMES)
+    write_tree(cluster.root(first) / "srv", {"a": "1"})
+    wait_until(
+        lambda: all(read_tree(cluster.root(n) / "srv") == {"a": "1"} for n in NAMES), "in sync everywhere"
+    )
+    target = next(n for n in NAMES if n != first)
+    moved = synco("dns", "set", str(cluster.config), target, "--expect", first)
+    assert moved.returncode == 0, moved.stderr
+    wait_until(lambda: acting(cluster, NAMES) == [target], f"{target} elected", timeout=20)
+    wait_until(lambda: dns_names(named, name) == [target, target], f"DNS names {target} with its epoch")
+    assert "DNS carries epoch" in cluster.log(first)

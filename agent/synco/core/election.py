@@ -321,7 +321,7 @@ class Elector:
                 return []
         better = ahead_of(self.me, self.recent(now))
         delay = len(better) * self.timing.rank_delay
-        if now < self.lease_until + delay:
+        if now < max(self.lease_until, self.retry_at) + delay:
             self.verdict = (
                 f"no master: {', '.join(s.node for s in better)} ranks first, waiting for it to stand"
             )
@@ -570,22 +570,29 @@ class Elector:
 
     def _adopt(self, now: float, epoch: int, why: str) -> list[Effect]:
         """A higher epoch exists: take it (on disk first) and follow."""
+        asking = self.phase == Phase.PRE_CANDIDATE
         if self.phase != Phase.FOLLOWER or self.round is not None:
             self._step_down(now, f"{why}: stepping down")
+        if asking:
+            self.retry_at = now  # its pre-vote named an old epoch: nothing was refused yet
         self.ballot = Ballot(epoch, None)
         self.leader, self.leader_acting = None, False
         return [Persist(self.ballot)]
 
     def _step_down(self, now: float, why: str) -> None:
+        jitter = self.rng.uniform(0, 2 * self.timing.heartbeat)
+        self.retry_at = now + jitter
         if self.phase == Phase.LEADER:
             self.lease_holder, self.lease_until = None, now
+            # The voters protect its lease a while longer, and would grant it again first:
+            # a master that stepped down stands again only after a lease, as they would.
+            self.retry_at = now + self.timing.lease + jitter
         self.phase = Phase.FOLLOWER
         self.round = None
         self.caught_up = self.published = self.publishing = False
         self.catching_up_since = None
         self.failed_catch_up = ""
         self.acks = {}
-        self.retry_at = now + self.rng.uniform(0, 2 * self.timing.heartbeat)
         self.verdict = why
 
     def _describe_leader(self, now: float) -> None:
