@@ -31,8 +31,16 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.failover_hosts import DNS_HOSTS, MASTER, THREE, FailoverHosts, Timings, failover_hosts
 
+from synco.core.model import AgentSettings
+
+DEFAULTS = AgentSettings()
 PROFILES = {
-    "default": Timings(heartbeat_interval=0.5, lease=2.0, lease_margin=0.25, master_poll=2.0),
+    "default": Timings(
+        heartbeat_interval=DEFAULTS.heartbeat_interval,
+        lease=DEFAULTS.lease,
+        lease_margin=DEFAULTS.lease_margin,
+        master_poll=DEFAULTS.master_poll,
+    ),
     "fastest": Timings(heartbeat_interval=0.2, lease=0.8, lease_margin=0.1, master_poll=2.0),
 }
 LINE = re.compile(r"^(\S+ \S+) \S+ (\S+): master is now (\S+) \(was (\S+)\)", re.MULTILINE)

@@ -42,11 +42,11 @@ def test_three_voters_with_a_dns_master_fail_over() -> None:
     assert failover_off(parsed) is None
     assert parsed.voters == ("s01", "s02", "s03")
     assert failover_line(parsed) == (
-        "automatic failover: on (3 voters: s01, s02, s03; lease 2 s renewed every 0.5 s, "
+        "automatic failover: on (3 voters: s01, s02, s03; lease 2.1 s renewed every 0.7 s, "
         "at most one failover per 30 s)"
     )
     timing = election_timing(parsed.agent)  # type: ignore[arg-type]
-    assert (timing.heartbeat, timing.lease, timing.margin) == (0.5, 2.0, 0.25)
+    assert (timing.heartbeat, timing.lease, timing.margin) == (0.7, 2.1, 0.25)
 
 
 @pytest.mark.parametrize(

@@ -48,8 +48,8 @@ class Ballot:
 
 @dataclass(frozen=True)
 class ElectionTiming:
-    heartbeat: float = 0.5  # the master renews its lease this often
-    lease: float = 2.0  # a lease lasts this long (counted by each side on its own clock)
+    heartbeat: float = 0.7  # the master renews its lease this often
+    lease: float = 2.1  # a lease lasts this long (counted by each side on its own clock)
     margin: float = 0.25  # the master stops acting this long before its lease ends
     min_failover_interval: float = 30.0  # no automatic failover sooner than this after one
     catch_up_timeout: float = 60.0  # a winner that cannot catch up within this steps down
@@ -259,8 +259,15 @@ class Elector:
             self.standings[standing.node] = (standing, now)
 
     def recent(self, now: float) -> list[Standing]:
-        """The peers heard from within a lease."""
-        return [s for s, at in self.standings.values() if now - at <= self.timing.lease]
+        """The peers heard from within two leases (while a master holds its lease, the others
+        hear from each other every other heartbeat)."""
+        return [s for s, at in self.standings.values() if now - at <= 2 * self.timing.lease]
+
+    def rivals(self, now: float) -> list[Standing]:
+        """The peers that may stand before this node: heard from recently, but not the master
+        whose lease just ran out here (it had its chance: it did not renew)."""
+        lost = self.lease_holder if now >= self.lease_until else None
+        return [s for s in self.recent(now) if s.node != lost]
 
     def observe_dns(self, now: float, epoch: int | None) -> list[Effect]:
         """DNS (its primary) carries `epoch` beside the master record."""
@@ -319,7 +326,7 @@ class Elector:
                     f"no automatic failover for {wait:.1f} s more"
                 )
                 return []
-        better = ahead_of(self.me, self.recent(now))
+        better = ahead_of(self.me, self.rivals(now))
         delay = len(better) * self.timing.rank_delay
         if now < max(self.lease_until, self.retry_at) + delay:
             self.verdict = (
@@ -415,10 +422,12 @@ class Elector:
         after that, any candidate as current as the voter may win (an election must end)."""
         if now - self.lease_until > 2 * self.timing.lease:
             return None
-        heard = {s.node: s for s in self.recent(now)}
+        heard = {s.node: s for s in self.rivals(now)}
         if not self.me.ineligible:
             heard[self.me.node] = self.me
-        standing = heard.pop(candidate, None)
+        standing = heard.pop(candidate, None) or next(
+            (s for s in self.recent(now) if s.node == candidate), None
+        )
         if standing is None:
             return None
         better = ahead_of(standing, heard.values())

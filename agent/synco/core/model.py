@@ -209,13 +209,13 @@ class AgentSettings:
     ca_file: str = "/etc/synco/ca.pem"
     cert_file: str = "/etc/synco/{server}.pem"
     key_file: str = "/etc/synco/{server}.key"
-    heartbeat_interval: float = 0.5  # the master renews its lease this often; peers say how they are
+    heartbeat_interval: float = 0.7  # the master renews its lease this often; peers say how they are
     debounce: float = 0.2
     periodic_pull: float = 300.0
     pull_retry: float = 10.0
     master_poll: float = 2.0  # how often a master given as a DNS name is looked up again
     # automatic failover (see packaging/doc/failover.md)
-    lease: float = 2.0  # how long a majority's grant lets the master act
+    lease: float = 2.1  # how long a majority's grant lets the master act (3 heartbeats)
     lease_margin: float = 0.25  # the master stops acting this long before its lease ends
     min_failover_interval: float = 30.0  # no automatic failover sooner than this after one
     max_failover_lag: float = 60.0  # a replica further behind (seconds) is no candidate
