@@ -152,3 +152,30 @@ def test_a_new_epoch_is_on_disk_before_the_first_vote_request(
     for _, on_disk, fsynced in votes:
         assert (on_disk["epoch"], on_disk["voted_for"]) == (1, "s01"), "asked before the epoch was on disk"
         assert any(p.startswith(f"{node_dir}/.") for p in fsynced) and str(node_dir) in fsynced
+
+
+def test_winning_is_logged_with_why_the_others_did_not_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+
+    async def scenario() -> Node:
+        node = Node(cluster(tmp_path), "s01", clock=clock)
+
+        async def nothing() -> None:
+            return None
+
+        monkeypatch.setattr(node, "_send", lambda server, message: nothing())
+        clock.now += 2.5
+        node.cycle()
+        node.election_replies.append(Reply("pre-vote", "s02", 0, True, "", 1))
+        node.cycle()
+        node.election_replies.append(Reply("vote", "s02", 1, True, "", 1))
+        node.cycle()
+        return node
+
+    with caplog.at_level("INFO", logger="synco.agent"):
+        node = asyncio.run(scenario())
+    assert node.last_election.endswith("won epoch 1"), node.last_election
+    assert "s01: won epoch 1" in caplog.text
+    assert node.metrics.elections._value.get() == 1  # type: ignore[attr-defined]

@@ -499,6 +499,7 @@ class Node:
         elector = self.elector
         assert elector is not None
         now = self.clock()
+        was_leader = elector.phase == Phase.LEADER  # (it wins on a vote's reply, or in tick)
         dns_name = self.dns_named[0] if self.dns_named else None
         for view in self.peers.values():
             if view.heartbeat is not None and view.received_at is not None:
@@ -520,7 +521,6 @@ class Node:
             self._carry_out(effects)
             if not answer.done():
                 answer.set_result(reply)
-        was_leader = elector.phase == Phase.LEADER
         self._carry_out(elector.tick(now))
         if elector.phase == Phase.LEADER and not was_leader:
             self.metrics.elections.inc()
