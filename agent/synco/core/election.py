@@ -526,7 +526,13 @@ class Elector:
         self.published = self.publishing = False
         self.publish_retry_at = now
         self._heard_leader(now, self.me.node)
-        others = [why_lost(s, self.me) for s in ranked(self.recent(now))]
+        rivals = self.rivals(now)
+        others = [why_lost(s, self.me) for s in ranked(rivals)]
+        others += [
+            f"{s.node}: its lease ran out here (it stopped renewing)"
+            for s in self.recent(now)
+            if s not in rivals and s.node != self.me.node
+        ]
         self.last_election = f"won epoch {self.epoch}" + (f"; {'; '.join(others)}" if others else "")
         self.leader, self.leader_acting = self.me.node, False
         self.lease_holder, self.lease_until = self.me.node, now
