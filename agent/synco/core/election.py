@@ -222,9 +222,13 @@ class Elector:
         if self.acting(now):
             return self.me.node
         leader = self.leader
-        if leader not in (None, self.me.node) and self.leader_acting and self.lease_holder == leader:
-            return leader if now < self.lease_until else None
+        if leader not in (None, self.me.node) and self.leader_acting and self.leased_to(now) == leader:
+            return leader
         return None
+
+    def leased_to(self, now: float) -> str | None:
+        """The node this one holds a lease for now (its own, as master), if any."""
+        return self.lease_holder if now < self.lease_until else None
 
     def next_due(self, now: float) -> float:
         """When `tick` may next have something to do (with no message meanwhile)."""
@@ -266,7 +270,7 @@ class Elector:
     def rivals(self, now: float) -> list[Standing]:
         """The peers that may stand before this node: heard from recently, but not the master
         whose lease just ran out here (it had its chance: it did not renew)."""
-        lost = self.lease_holder if now >= self.lease_until else None
+        lost = self.lease_holder if self.leased_to(now) is None else None
         return [s for s in self.recent(now) if s.node != lost]
 
     def observe_dns(self, now: float, epoch: int | None) -> list[Effect]:

@@ -163,7 +163,6 @@ class Node:
         self.election_outcomes: list[Callable[[Elector, float], list[Effect]]] = []
         self.catching_up: tuple[str, Position] | None = None  # the winner's catch-up, due or running
         self.pull_is_catch_up = False  # the pull in progress is that catch-up
-        self.publishing_change: object | None = None
         self.dns_lagging: list[str] = []  # as master: authoritative servers not serving it yet
         self.last_election = ""  # the last election this node won: when, and why the others did not
         self.elector: Elector | None = None
@@ -964,19 +963,14 @@ class Node:
             await asyncio.gather(*pending.values(), return_exceptions=True)
 
     def _leased_master(self) -> str | None:
-        elector = self.elector
-        if elector is None or elector.lease_holder is None or self.clock() >= elector.lease_until:
-            return None
-        return elector.lease_holder
+        return None if self.elector is None else self.elector.leased_to(self.clock())
 
     def _renewals_cover(self, peer: str) -> bool:
         """The elected master's renewals (heartbeats to every peer) already tell both sides."""
         elector = self.elector
         if elector is None:
             return False
-        return elector.phase == Phase.LEADER or (
-            elector.leader == peer and elector.lease_holder == peer and self.clock() < elector.lease_until
-        )
+        return elector.phase == Phase.LEADER or (elector.leader == peer and self._leased_master() == peer)
 
     async def _beat(self, server: Server) -> None:
         stub = peer_pb2_grpc.PeerStub(self.channel(server))
