@@ -96,3 +96,35 @@ def emit(figure: str, result: dict[str, object]) -> None:
 
 def clean(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def need_packages(*packages: str) -> None:
+    """The Debian packages a comparison needs (keepalived, lsyncd): installed here if missing
+    (as root); a benchmark that cannot have its reference tool stops, it does not skip it."""
+    missing = [
+        p
+        for p in packages
+        if subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True, check=False
+        ).stdout.find("install ok installed")
+        < 0
+    ]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SystemExit(f"the comparison needs {', '.join(missing)}: install them (apt-get install)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True)
+    # (policy-rc.d: the packages' own services must not start on this machine)
+    policy = Path("/usr/sbin/policy-rc.d")
+    created = not policy.exists()
+    if created:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], env=env, check=True
+        )
+    finally:
+        if created:
+            policy.unlink()
