@@ -15,6 +15,7 @@ from synco.core.errors import ConfigError
 from synco.core.model import (
     DEFAULT_RSYNC_ARGUMENTS,
     DNS_MODES,
+    ROLE_EVENTS,
     SNAPSHOT_BACKENDS,
     AgentSettings,
     BackupSettings,
@@ -34,7 +35,7 @@ from synco.core.model import (
 from synco.core.problems import Problem
 from synco.core.resolution import LOOPBACK, LocalIdentity
 from synco.core.retention import PERIODS, Policy, parse_duration
-from synco.core.validation import validate
+from synco.core.validation import ROLE_EVENTS_ON, ROLE_EVENTS_PLACE, validate
 from synco.toml_lines import key_lines, line_of
 
 TOP_KEYS = (
@@ -247,7 +248,7 @@ def _build_script(reader: _Reader, data: dict[str, Any], source: str | None) -> 
     method = _build_method(reader, reader.table("", data, "method") or {})
     servers = list(_build_servers(reader, data))
     directories = list(_build_directories(reader, data))
-    events = _build_events(reader, "events", data)
+    events = _build_events(reader, "events", data, roles=True)
     dns_table = reader.table("", data, "dns")
     agent_table = reader.table("", data, "agent")
     backup_table = reader.table("", data, "backup")
@@ -333,7 +334,7 @@ def _build_method(reader: _Reader, table: dict[str, Any]) -> Method:
         name="rsync" if name is None else name,
         direction=Direction(direction or Direction.PUSH),
         arguments=DEFAULT_RSYNC_ARGUMENTS if arguments is None else arguments,
-        events=_build_events(reader, "method.events", table),
+        events=_build_events(reader, "method.events", table, roles=False),
         publish=reader.boolean("method", table, "publish", True),
         verify=reader.boolean("method", table, "verify", False),
         snapshot_backend=reader.choice("method", table, "snapshot_backend", SNAPSHOT_BACKENDS) or "hardlink",
@@ -354,7 +355,7 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
         reader.keys(key, table, SERVER_KEYS)
         role = reader.choice(key, table, "role", tuple(r.value for r in Role))
         root = reader.string(key, table, "root", required=role != Role.WITNESS)
-        events = _build_events(reader, f"{key}.events", table)
+        events = _build_events(reader, f"{key}.events", table, roles=True)
         server = Server(
             name=name,
             root="" if root is None else root,
@@ -399,12 +400,13 @@ def _build_directories(reader: _Reader, data: dict[str, Any]) -> Iterator[Direct
         reader.keys(key, table, DIRECTORY_KEYS)
         path = reader.string(key, table, "path", required=True)
         arguments = reader.strings(key, table, "arguments") or ()
-        events = _build_events(reader, f"{key}.events", table)
+        events = _build_events(reader, f"{key}.events", table, roles=False)
         if path is not None:
             yield Directory(path=path, arguments=arguments, events=events)
 
 
-def _build_events(reader: _Reader, key: str, owner: dict[str, Any]) -> Events:
+def _build_events(reader: _Reader, key: str, owner: dict[str, Any], roles: bool) -> Events:
+    """The handlers in `owner[events]`; `roles`: whether role events may be among them."""
     name = key.rsplit(".", 1)[-1]
     table = reader.table(key.rsplit(".", 1)[0] if "." in key else "", owner, name)
     if not table:
@@ -412,28 +414,43 @@ def _build_events(reader: _Reader, key: str, owner: dict[str, Any]) -> Events:
     reader.keys(key, table, tuple(e.value for e in Event))
     handlers: dict[str, tuple[Handler, ...]] = {}
     for event in Event:
-        if event.value in table:
-            handlers[event.value] = tuple(_build_handlers(reader, f"{key}.{event.value}", table[event.value]))
+        if event.value not in table:
+            continue
+        role = event in ROLE_EVENTS
+        if role and not roles:
+            reader.problem(f"{key}.{event.value}", ROLE_EVENTS_PLACE)
+            continue
+        handlers[event.field_name] = tuple(
+            _build_handlers(reader, f"{key}.{event.value}", table[event.value], role)
+        )
     return Events(**handlers)
 
 
-def _build_handlers(reader: _Reader, key: str, value: object) -> Iterator[CommandHandler]:
-    """A handler is an argv, a list of argvs, a `{run = [...], on = "..."}` table, or a list of those."""
+def _build_handlers(reader: _Reader, key: str, value: object, role: bool) -> Iterator[CommandHandler]:
+    """A handler is an argv, a list of argvs, a `{run = [...], on = "..."}` table, or a list of those.
+    `role`: a role event's handler, which has no `on` (it runs on the agent's own machine)."""
     if isinstance(value, dict):
-        yield from _build_handler_table(reader, key, value)
+        yield from _build_handler_table(reader, key, value, role)
         return
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         for index, item in enumerate(value):
-            yield from _build_handler_table(reader, f"{key}[{index}]", item)
+            yield from _build_handler_table(reader, f"{key}[{index}]", item, role)
         return
     commands = _commands(reader, key, value)
     if commands is not None:
         yield CommandHandler(commands)
 
 
-def _build_handler_table(reader: _Reader, key: str, table: dict[str, Any]) -> Iterator[CommandHandler]:
+def _build_handler_table(
+    reader: _Reader, key: str, table: dict[str, Any], role: bool
+) -> Iterator[CommandHandler]:
     reader.keys(key, table, HANDLER_KEYS)
-    side = reader.choice(key, table, "on", tuple(s.value for s in Side))
+    if role:
+        side = None
+        if "on" in table:
+            reader.problem(f"{key}.on", ROLE_EVENTS_ON)
+    else:
+        side = reader.choice(key, table, "on", tuple(s.value for s in Side))
     if "run" not in table:
         reader.problem(
             f"{key}.run",

@@ -1,7 +1,8 @@
 """The backup-script model: frozen values, no I/O.
 
 A script copies `directories` from the `master` to every other server with `method`.
-Event handlers hang off the script, each server, each directory and the method.
+Event handlers hang off the script, each server, each directory and the method; the
+agents' role events (ROLE_EVENTS) hang off the script and each server only.
 """
 
 from __future__ import annotations
@@ -9,19 +10,30 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Any
 
 from synco.core.retention import Policy
 
-if TYPE_CHECKING:
-    from synco.events import Scope
-
 
 class Event(StrEnum):
+    # around a run of the script (`synco run`, an agent's pull or snapshot)
     PREPARE = "prepare"
     SUCCESS = "success"
     FAILURE = "failure"
     FINISH = "finish"
+    # an agent's own role changes (synco.node.hooks); `synco run` never fires them
+    PRE_PROMOTE = "pre-promote"  # before this server stands as master: a failure vetoes
+    PROMOTE = "promote"  # this server has become the master
+    DEMOTE = "demote"  # this server is no longer the master
+    ROLE_CHANGE = "role-change"  # after any change of this server's role
+
+    @property
+    def field_name(self) -> str:
+        """The name of the Events field holding this event's handlers."""
+        return self.value.replace("-", "_")
+
+
+ROLE_EVENTS = (Event.PRE_PROMOTE, Event.PROMOTE, Event.DEMOTE, Event.ROLE_CHANGE)
 
 
 class Side(StrEnum):
@@ -62,7 +74,9 @@ class CommandHandler:
         return "; ".join(shlex.join(c) for c in self.commands)
 
 
-HandlerFunction = Callable[["Scope"], object]
+HandlerFunction = Callable[[Any], object]
+"""A Python handler. It receives a synco.events.Scope for the run events and a
+synco.node.hooks.RoleChange for the role events (a role handler returning False fails)."""
 Handler = CommandHandler | HandlerFunction
 
 
@@ -80,37 +94,42 @@ def command(*argv: str | Sequence[str], on: Side | str | None = None) -> Command
 
 @dataclass(frozen=True)
 class Events:
-    """Handlers for each event, run in declaration order."""
+    """Handlers for each event, run in declaration order (field names: Event.field_name)."""
 
     prepare: tuple[Handler, ...] = ()
     success: tuple[Handler, ...] = ()
     failure: tuple[Handler, ...] = ()
     finish: tuple[Handler, ...] = ()
+    pre_promote: tuple[Handler, ...] = ()
+    promote: tuple[Handler, ...] = ()
+    demote: tuple[Handler, ...] = ()
+    role_change: tuple[Handler, ...] = ()
 
     def of(self, event: Event) -> tuple[Handler, ...]:
-        handlers: tuple[Handler, ...] = getattr(self, event.value)
+        handlers: tuple[Handler, ...] = getattr(self, Event(event).field_name)
         return handlers
 
     @classmethod
     def build(cls, handlers: Mapping[str | Event, Handler | Iterable[Handler]] | None) -> Events:
-        """Events from `{"prepare": handler_or_handlers, ...}` (the Python API's `on=`)."""
+        """Events from `{"prepare": handler_or_handlers, "pre-promote": ...}` (the Python
+        API's `events=`); "pre_promote" and "role_change" are accepted for the hyphenated names."""
         if not handlers:
             return cls()
         values: dict[str, tuple[Handler, ...]] = {}
         for key, value in handlers.items():
-            event = Event(key)
+            event = Event(key.replace("_", "-"))
             if isinstance(value, str):
                 raise TypeError(
                     f"{event.value} handler {value!r} is a string; use synco.command({value!r}, ...)"
                 )
             if isinstance(value, CommandHandler) or callable(value):
-                values[event.value] = (value,)
+                values[event.field_name] = (value,)
             else:
-                values[event.value] = tuple(value)
+                values[event.field_name] = tuple(value)
         return cls(**values)
 
     def __bool__(self) -> bool:
-        return any((self.prepare, self.success, self.failure, self.finish))
+        return any(self.of(event) for event in Event)
 
 
 @dataclass(frozen=True)
@@ -219,6 +238,7 @@ class AgentSettings:
     lease_margin: float = 0.25  # the master stops acting this long before its lease ends
     min_failover_interval: float = 30.0  # no automatic failover sooner than this after one
     max_failover_lag: float = 60.0  # a replica further behind (seconds) is no candidate
+    hook_timeout: float = 10.0  # how long a role-event handler may run; a pre-promote that overruns vetoes
 
     def path(self, template: str, server: str) -> str:
         return template.replace("{server}", server)

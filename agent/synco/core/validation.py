@@ -9,6 +9,7 @@ from synco.core.failover import failover_off
 from synco.core.lease import safe_margin
 from synco.core.model import (
     METHOD_NAMES,
+    ROLE_EVENTS,
     SNAPSHOT_BACKENDS,
     AgentSettings,
     BackupSettings,
@@ -37,6 +38,11 @@ USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$")
 SCRIPT_SIDES = (Side.LOCAL, Side.MASTER)
 SERVER_SIDES = (Side.SERVER, Side.TARGET, Side.LOCAL, Side.MASTER)  # target: the server itself
 DIRECTORY_SIDES = (Side.TARGET, Side.MASTER, Side.LOCAL)
+
+ROLE_EVENTS_PLACE = (
+    f"role events ({', '.join(e.value for e in ROLE_EVENTS)}) belong to [events] or [servers.NAME.events]"
+)
+ROLE_EVENTS_ON = "role-event handlers run on the agent's own machine: remove `on`"
 
 
 def validate(script: Script, local: LocalIdentity = LOOPBACK) -> list[Problem]:
@@ -79,7 +85,7 @@ def _script_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
         normalized[path] = index
         yield from _arguments_problems(f"{key}.arguments", directory.arguments)
         yield from _following_problems(f"{key}.arguments", directory.arguments)
-        yield from _events_problems(f"{key}.events", directory.events, DIRECTORY_SIDES)
+        yield from _events_problems(f"{key}.events", directory.events, DIRECTORY_SIDES, roles=False)
     method = script.method
     yield from _overlap_problems(script, local)
     if not _recurses([*method.arguments, *(a for d in script.directories for a in d.arguments)]):
@@ -103,14 +109,14 @@ def _script_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
         method.snapshot_backend != "hardlink" or method.verify or not method.publish
     ):
         yield Problem("method", "publish, verify and snapshot_backend apply to the snapshot method only")
-    yield from _events_problems("method.events", method.events, SCRIPT_SIDES)
+    yield from _events_problems("method.events", method.events, SCRIPT_SIDES, roles=False)
     yield from _master_problems(script.master, names)
     if script.dns is not None:
         yield from _dns_problems(script)
     if script.agent is not None:
         yield from _agent_problems(script)
     yield from _backup_problems(script)
-    yield from _events_problems("events", script.events, SCRIPT_SIDES)
+    yield from _events_problems("events", script.events, SCRIPT_SIDES, roles=True)
 
 
 def _recurses(arguments: list[str]) -> bool:
@@ -240,7 +246,7 @@ def _server_problems(server: Server) -> Iterator[Problem]:
         yield Problem(f"{key}.mountpoint", f"must be an absolute path, not {server.mountpoint!r}")
     elif server.mountpoint is not None and not contains(server.mountpoint, server.root):
         yield Problem(f"{key}.mountpoint", f"the root {server.root} is not on {server.mountpoint}")
-    yield from _events_problems(f"{key}.events", server.events, SERVER_SIDES)
+    yield from _events_problems(f"{key}.events", server.events, SERVER_SIDES, roles=True)
 
 
 def _arguments_problems(key: str, arguments: tuple[str, ...]) -> Iterator[Problem]:
@@ -286,6 +292,7 @@ def _agent_problems(script: Script) -> Iterator[Problem]:
         "master_poll",
         "lease",
         "max_failover_lag",
+        "hook_timeout",
     ):
         if getattr(agent, name) <= 0:
             yield Problem(f"agent.{name}", "must be more than 0 seconds")
@@ -398,12 +405,20 @@ def _dns_problems(script: Script) -> Iterator[Problem]:
         yield Problem("dns.key_file", f"must be an absolute path, not {dns.key_file!r}")
 
 
-def _events_problems(key: str, events: Events, sides: tuple[Side, ...]) -> Iterator[Problem]:
+def _events_problems(key: str, events: Events, sides: tuple[Side, ...], roles: bool) -> Iterator[Problem]:
+    """Handlers that cannot run as declared. `sides`: where this owner's commands may run;
+    `roles`: whether the owner may have role events (they run on the agent's own machine)."""
     for event in Event:
+        role = event in ROLE_EVENTS
+        if role and not roles and events.of(event):
+            yield Problem(f"{key}.{event.value}", ROLE_EVENTS_PLACE)
+            continue
         for index, handler in enumerate(events.of(event)):
             where = f"{key}.{event.value}[{index}]"
             if isinstance(handler, CommandHandler):
-                if handler.side is not None and handler.side not in sides:
+                if role and handler.side is not None:
+                    yield Problem(f"{where}.on", ROLE_EVENTS_ON)
+                elif handler.side is not None and handler.side not in sides:
                     allowed = ", ".join(s.value for s in sides)
                     yield Problem(
                         f"{where}.on",
