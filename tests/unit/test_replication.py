@@ -49,6 +49,16 @@ SYNCED = dict(
             Action.PULL,
             "generation 8 > 7: pulling from s01",
         ),
+        (  # a steady stream of changes: pulled once the oldest has waited max_delay
+            {"master_generation": 8, "last_change_at": 999.9, "behind_since": 999.5},
+            Action.WAIT,
+            "generation 8 > 7: letting the changes settle",
+        ),
+        (
+            {"master_generation": 8, "last_change_at": 999.9, "behind_since": 999.0},
+            Action.PULL,
+            "generation 8 > 7: pulling from s01",
+        ),
         (
             {"master_generation": 8, "last_change_at": 990.0, "last_pull_ok": False, "last_pull_at": 995.0},
             Action.WAIT,

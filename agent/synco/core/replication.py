@@ -21,7 +21,8 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Timing:
-    debounce: float = 0.2  # let a burst of changes settle before pulling
+    debounce: float = 0.2  # let a burst of changes settle before pulling...
+    max_delay: float = 1.0  # ...but a steady stream of changes is pulled at least this often
     periodic: float = 300.0  # pull at least this often, in case a notification was missed
     retry: float = 10.0  # after a failed pull, wait this long before the next
     unwatched: float = 5.0  # pull this often while the master's watcher is down
@@ -35,6 +36,7 @@ class ReplicaView:
     master: str | None  # the current master, if known
     master_generation: int = 0  # the newest generation the master announced
     last_change_at: float | None = None  # when that announcement arrived
+    behind_since: float | None = None  # when the oldest change not pulled yet was announced
     pulled_generation: int = 0  # the generation of the last complete pull
     pulled_master: str | None = None  # the master that pull came from
     pulling_from: str | None = None  # the master of the pull in progress
@@ -126,7 +128,9 @@ def decide(view: ReplicaView, timing: Timing = Timing()) -> Decision:
         return Decision(Action.PULL, f"master is {view.master}: full pull ({since})")
     if view.master_generation > view.pulled_generation:
         behind = f"generation {view.master_generation} > {view.pulled_generation}"
-        if view.last_change_at is not None and view.now - view.last_change_at < timing.debounce:
+        settling = view.last_change_at is not None and view.now - view.last_change_at < timing.debounce
+        waited = view.behind_since is not None and view.now - view.behind_since >= timing.max_delay
+        if settling and not waited:
             return Decision(Action.WAIT, f"{behind}: letting the changes settle")
         if retry_in > 0:
             return Decision(Action.WAIT, f"{behind}: last pull failed, retrying after {timing.retry:g} s")
