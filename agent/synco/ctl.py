@@ -1,7 +1,9 @@
 """`synco-ctl`: talk to this machine's agent over its control socket (root only).
 
 synco-ctl --config SCRIPT [--as NAME] status [--json]
-synco-ctl --config SCRIPT [--as NAME] sync-now | pause | resume
+synco-ctl --config SCRIPT [--as NAME] promote NODE [--dry-run] [--force] [--json] [--timeout S]
+synco-ctl --config SCRIPT [--as NAME] pause | resume          (automatic failover, cluster-wide)
+synco-ctl --config SCRIPT [--as NAME] sync-now | pause-pulls | resume-pulls   (this node)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 from synco import __version__
 from synco.cli.output import flushed, leave_quietly, reader_gone
 from synco.core.errors import EXIT_FAILED, EXIT_OK, ConfigError, SyncoError
+from synco.core.model import Script
 from synco.node.cluster import control_socket_path, load_cluster
 from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2
 
@@ -29,13 +32,15 @@ ROLES = {
 HEALTH = {peer_pb2.HEALTH_OK: "ok", peer_pb2.HEALTH_DEGRADED: "degraded", peer_pb2.HEALTH_FAILING: "failing"}
 
 
-def socket_path(arguments: argparse.Namespace) -> str:
+def socket_path(arguments: argparse.Namespace) -> tuple[str, Script | None]:
+    """The agent's control socket, and the script when given (promote checks DNS with it)."""
     if arguments.socket:
-        return str(arguments.socket)
+        script = load_cluster(arguments.config, arguments.as_server)[0] if arguments.config else None
+        return str(arguments.socket), script
     if not arguments.config:
         raise ConfigError("give --config SCRIPT (and --as NAME) or --socket PATH")
     script, me = load_cluster(arguments.config, arguments.as_server)
-    return str(control_socket_path(script, me))
+    return str(control_socket_path(script, me)), script
 
 
 def table(status: control_pb2.ClusterStatus) -> str:
@@ -96,11 +101,35 @@ def table(status: control_pb2.ClusterStatus) -> str:
             election.append(f"last election: {local.last_election}")
     if local.dns_lagging:
         election.append(f"DNS not serving this master yet: {', '.join(local.dns_lagging)}")
+    if local.heartbeat.failover_paused:
+        election.append(
+            f"automatic failover: PAUSED cluster-wide ({local.heartbeat.pause_note}): synco-ctl resume"
+        )
+    if local.election:
+        election += candidates([local] + [p.status for p in status.peers if p.status.HasField("heartbeat")])
     return (
         "\n".join([*lines, *reasons])
         + f"\n\n{local.heartbeat.node}: {local.verdict}"
         + "".join(f"\n{line}" for line in election)
     )
+
+
+def candidates(nodes: list[peer_pb2.NodeStatus]) -> list[str]:
+    """Which nodes may become master, and why each other one may not (as each says itself)."""
+    may, may_not = [], []
+    for node in nodes:
+        beat = node.heartbeat
+        why = node.candidate or beat.ineligible
+        if beat.role == peer_pb2.ROLE_WITNESS:
+            why = "a witness holds no data"
+        if why:
+            may_not.append(f"{beat.node} ({why})")
+        else:
+            may.append(beat.node + (" (master)" if beat.role == peer_pb2.ROLE_MASTER else ""))
+    lines = [f"candidates: {', '.join(may) or 'none'}"]
+    if may_not:
+        lines.append(f"not candidates: {'; '.join(may_not)}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,16 +143,35 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status = commands.add_parser("status", help="the cluster as this agent sees it")
     status.add_argument("--json", action="store_true")
+    promote = commands.add_parser(
+        "promote",
+        help="make NODE the master: a switchover from the live master, or an election directed at NODE",
+    )
+    promote.add_argument("node", metavar="NODE")
+    promote.add_argument(
+        "--dry-run", action="store_true", help="say who would become master and why, change nothing"
+    )
+    promote.add_argument(
+        "--force",
+        action="store_true",
+        help="without a majority (the master is gone): NODE acts anyway; what may be lost is shown",
+    )
+    promote.add_argument("--json", action="store_true")
+    promote.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for it (default 300)")
     for name, text in (
+        ("pause", "pause automatic failover cluster-wide (maintenance); replication goes on"),
+        ("resume", "resume automatic failover cluster-wide"),
         ("sync-now", "pull from the master now (a backup server: take a snapshot now)"),
-        ("pause", "stop pulling (and taking snapshots)"),
-        ("resume", "pull again"),
+        ("pause-pulls", "stop this node's pulls (and snapshots)"),
+        ("resume-pulls", "let this node pull again"),
     ):
         commands.add_parser(name, help=text)
     arguments = parser.parse_args(argv)
     path = None
     try:
-        path = socket_path(arguments)
+        path, script = socket_path(arguments)
+        if arguments.command == "promote":
+            return flushed(ask_promote(path, script, arguments))
         return flushed(ask(path, arguments))
     except SyncoError as error:
         print(f"synco-ctl: error: {error}", file=sys.stderr)
@@ -149,13 +197,65 @@ def ask(path: str, arguments: argparse.Namespace) -> int:
                 print(table(result))
         elif arguments.command == "sync-now":
             print(stub.SyncNow(control_pb2.SyncNowRequest(), timeout=5).verdict)
-        elif arguments.command == "pause":
+        elif arguments.command in ("pause", "resume"):
+            return pause_failover(stub, arguments.command == "pause")
+        elif arguments.command == "pause-pulls":
             stub.Pause(control_pb2.PauseRequest(), timeout=5)
-            print("paused")
+            print("this node's pulls paused (synco-ctl resume-pulls lets it pull again)")
         else:
             stub.Resume(control_pb2.ResumeRequest(), timeout=5)
-            print("resumed")
+            print("this node pulls again")
     return EXIT_OK
+
+
+def pause_failover(stub: control_pb2_grpc.ControlStub, paused: bool) -> int:
+    """Pause or resume automatic failover, then say which nodes have heard of it (a node that
+    is down learns it from the others' heartbeats when it is back)."""
+    try:
+        reply = stub.PauseFailover(control_pb2.FailoverPauseRequest(paused=paused), timeout=6)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+            print(f"synco-ctl: error: {error.details()}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+    what = "paused" if paused else "resumed"
+    print(f"automatic failover {what} cluster-wide ({reply.note})")
+    deadline = time.monotonic() + 5.0
+    while True:
+        status = stub.Status(control_pb2.ClusterStatusRequest(), timeout=5)
+        nodes = [status.local] + [p.status for p in status.peers if p.status.HasField("heartbeat")]
+        have = sorted(n.heartbeat.node for n in nodes if n.heartbeat.pause_note == reply.note)
+        others = sorted({status.local.heartbeat.node, *(p.node for p in status.peers)} - set(have))
+        if not others or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    print(
+        f"heard by {', '.join(have)}"
+        + (f"; not yet by {', '.join(others)} (they learn it when they are back)" if others else "")
+    )
+    return EXIT_OK
+
+
+def ask_promote(path: str, script: Script | None, arguments: argparse.Namespace) -> int:
+    from synco.ctl_promote import promote
+
+    dns_named = None
+    if script is not None and script.dns is not None:
+        from synco.master_record import named_by_each
+
+        dns_named = named_by_each
+    with grpc.insecure_channel(f"unix:{path}") as channel:
+        stub = control_pb2_grpc.ControlStub(channel)
+        return promote(
+            stub,
+            script,
+            arguments.node,
+            dry_run=arguments.dry_run,
+            force=arguments.force,
+            as_json=arguments.json,
+            timeout=arguments.timeout,
+            dns_named=dns_named,
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from synco.core.dns_records import Change, RecordState, absolute
 from synco.core.election import PublishOutcome
 from synco.core.errors import ConfigError, OperationError, ResolutionError
 from synco.core.model import Script, Server
-from synco.dns_client import Authority, Conflict
+from synco.dns_client import Authority, Conflict, describe
 from synco.tsig_key import load_key
 
 
@@ -101,3 +101,18 @@ def lagging(script: Script, change: Change, timeout: float) -> list[str]:
     assert script.dns is not None
     visible = Authority(script.dns).wait_visible(change, timeout)
     return sorted(server for server, seconds in visible.items() if seconds is None)
+
+
+def named_by_each(script: Script, server: str, epoch: int) -> dict[str, bool]:
+    """Whether each authoritative server names `server` with `epoch` now."""
+    assert script.dns is not None
+    authority = Authority(script.dns)
+    named = {}
+    for address in authority.servers():
+        try:
+            state = authority.read(script.master, address)
+        except (ResolutionError, OperationError):
+            named[describe(address)] = False
+            continue
+        named[describe(address)] = server_of(script, authority, state) == server and state.epoch == epoch
+    return named

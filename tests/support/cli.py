@@ -33,11 +33,15 @@ def write_tree(root: Path, files: dict[str, str]) -> None:
 
 
 def read_tree(root: Path) -> dict[str, str]:
-    """Every regular file under root, by relative path, with its text."""
+    """Every regular file under root, by relative path, with its text (a file that goes away
+    while it is read, such as rsync's temporary file, is left out)."""
     if not root.exists():
         return {}
-    return {
-        str(p.relative_to(root)): p.read_bytes().decode("utf-8", "replace")
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink()
-    }
+    tree = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            try:
+                tree[str(path.relative_to(root))] = path.read_bytes().decode("utf-8", "replace")
+            except FileNotFoundError:
+                continue
+    return tree

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ MASTER = f"master.{ZONE}"  # the name the elected master points at itself
 DATA = "srv"  # the one directory the cluster replicates
 AGENT_PORT = 7300
 CHECKOUT = Path(__file__).resolve().parents[2]
+ACTING = re.compile(r"^(\S+ \S+) \S+ (\S+): (now acting|no longer acting) as master")
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,37 @@ class FailoverHosts:
             text=True,
             timeout=30,
         )
+
+    def ctl_on(self, name: str, *arguments: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """synco-ctl run on `name`'s host (its network namespace: it reaches the DNS servers)."""
+        argv = [sys.executable, "-m", "synco.ctl", "--config", str(self.config), "--as", name, *arguments]
+        return subprocess.run(
+            self.network.command(name, argv), capture_output=True, text=True, timeout=timeout
+        )
+
+    def acting_intervals(self) -> list[tuple[str, float, float]]:
+        """When each node acted as master, from its own log lines (start, end; a node that
+        still acts: until now), on the machine's one clock."""
+        found = []
+        for name in self.names:
+            path = self.directory / f"{name}.log"
+            if not path.exists():
+                continue
+            since = None
+            for line in path.read_text(errors="replace").splitlines():
+                match = ACTING.match(line)
+                if match is None or match.group(2) != name:
+                    continue
+                at = time.mktime(time.strptime(match.group(1)[:19], "%Y-%m-%d %H:%M:%S"))
+                at += int(match.group(1)[20:23]) / 1000
+                if match.group(3) == "now acting" and since is None:
+                    since = at
+                elif match.group(3) == "no longer acting" and since is not None:
+                    found.append((name, since, at))
+                    since = None
+            if since is not None:
+                found.append((name, since, time.time()))
+        return found
 
     # -- DNS ----------------------------------------------------------------------------------
 
@@ -515,8 +548,10 @@ def cluster_toml(
     certs: Path,
     ssh: SshdFiles,
     key_file: Path,
+    extra: str = "",
 ) -> str:
-    """The script: servers named in the zone (the CNAME targets) but reached by address."""
+    """The script: servers named in the zone (the CNAME targets) but reached by address;
+    `extra` is appended (event handlers, say)."""
     ssh_options = [
         *("-o", f"UserKnownHostsFile={ssh.known_hosts}", "-o", "StrictHostKeyChecking=yes"),
         *("-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5"),
@@ -545,7 +580,7 @@ def cluster_toml(
         f"{timings.agent_toml()}{servers}"
         f'[[directories]]\npath = "{DATA}"\n'
         f'[dns]\nzone = "{ZONE}"\nservers = [{dns_servers}]\nkey_file = "{key_file}"\nmode = "cname"\n'
-        f"ttl = 5\ntimeout = {timings.dns_timeout}\npropagation_timeout = 20\n"
+        f"ttl = 5\ntimeout = {timings.dns_timeout}\npropagation_timeout = 20\n{extra}"
     )
 
 
@@ -556,6 +591,7 @@ def failover_hosts(
     timings: Timings | None = None,
     certs: Path | None = None,
     start: bool = True,
+    extra_toml: str = "",
 ) -> Iterator[FailoverHosts]:
     """The hosts of `members` and the two DNS hosts, with sshd and BIND running, and (with
     `start`) every agent; `certs`: a directory of certificates issued for every member (by
@@ -572,7 +608,7 @@ def failover_hosts(
         certs = certs or issue_certificates(directory / "certs", names)
         config = directory / "cluster.toml"
         config.write_text(
-            cluster_toml(network, directory, members, timings or Timings(), certs, ssh, key_file)
+            cluster_toml(network, directory, members, timings or Timings(), certs, ssh, key_file, extra_toml)
         )
         for member in members:
             if member.holds_data:

@@ -118,11 +118,11 @@ def test_restart_resumes_and_a_replica_down_for_a_while_catches_up(cluster: Clus
 
 def test_pause_and_sync_now(cluster: Cluster) -> None:
     srv = cluster.root("s01") / "srv"
-    assert cluster.ctl("s02", "pause").returncode == 0
+    assert cluster.ctl("s02", "pause-pulls").returncode == 0
     write_tree(srv, {"while-paused": "x"})
     wait_until(lambda: (cluster.root("s03") / "srv/while-paused").exists(), "s03 still follows")
     assert not (cluster.root("s02") / "srv/while-paused").exists()
-    assert cluster.ctl("s02", "resume").returncode == 0
+    assert cluster.ctl("s02", "resume-pulls").returncode == 0
     assert cluster.ctl("s02", "sync-now").returncode == 0
     wait_until(lambda: (cluster.root("s02") / "srv/while-paused").exists(), "s02 after resume")
 

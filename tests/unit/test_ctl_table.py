@@ -54,13 +54,44 @@ def test_the_election_shows_under_the_verdict() -> None:
         control_pb2.ClusterStatus(local=local, peers=[control_pb2.PeerView(node="w1", status=witness)])
     )
     lines = text.splitlines()
-    assert lines[-4:] == [
+    assert lines[-6:] == [
         "s02: master of epoch 4, generation 7",
         "election: master of epoch 4 (lease 1.6 s left)",
         f"last election: {LAST}",
         "DNS not serving this master yet: 192.0.2.53",
+        "candidates: s02 (master)",
+        "not candidates: w1 (a witness holds no data)",
     ]
     assert any(line.startswith("w1") and "witness" in line for line in lines)
+
+
+def test_a_paused_cluster_and_each_nodes_candidacy() -> None:
+    paused = {
+        "failover_paused": True,
+        "pause_version": 3,
+        "pause_note": "paused on s01 at 2026-12-02T05:00:00Z",
+    }
+    local = peer_pb2.NodeStatus(
+        heartbeat=peer_pb2.Heartbeat(node="s01", role=peer_pb2.ROLE_MASTER, epoch=4, acting=True, **paused),
+        verdict="master of epoch 4, generation 7",
+        election="master of epoch 4",
+    )
+    zero = peer_pb2.NodeStatus(
+        heartbeat=peer_pb2.Heartbeat(node="s03", role=peer_pb2.ROLE_REPLICA, epoch=4, **paused),
+        candidate="priority 0",
+    )
+    heard = peer_pb2.NodeStatus(  # its status did not answer: what its heartbeat said
+        heartbeat=peer_pb2.Heartbeat(
+            node="s02", role=peer_pb2.ROLE_REPLICA, epoch=4, ineligible="failing: /srv is not mounted"
+        )
+    )
+    peers = [control_pb2.PeerView(node=n.heartbeat.node, status=n) for n in (zero, heard)]
+    lines = table(control_pb2.ClusterStatus(local=local, peers=peers)).splitlines()
+    assert lines[-3:] == [
+        "automatic failover: PAUSED cluster-wide (paused on s01 at 2026-12-02T05:00:00Z): synco-ctl resume",
+        "candidates: s01 (master)",
+        "not candidates: s03 (priority 0); s02 (failing: /srv is not mounted)",
+    ]
 
 
 def test_a_cluster_without_failover_says_why() -> None:

@@ -19,6 +19,9 @@ The rules, in short (docs: packaging/doc/failover.md):
   for votes only if a majority also lost the master; nodes that rank lower (see
   synco.core.ranking) wait longer before they try.
 - Any message carrying a higher epoch makes the node adopt it (persisted) and follow.
+- An operator's promote (synco.core.switchover) hands over from a live master in three
+  steps, or directs an election at the chosen node; no rule above is bent but the order of
+  candidates, the pause and the anti-flap interval (and, with --force, the majority).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from enum import StrEnum
 
 from synco.core.lease import lease_end, majority
 from synco.core.ranking import Position, Standing, ahead_of, most_current, ranked, why_lost
+from synco.core.switchover import Answer, Handover, Promotion, plan
 
 
 class Phase(StrEnum):
@@ -73,6 +77,7 @@ class PreVote:
     candidate: str
     epoch: int  # the epoch it would ask votes for: its own plus one
     position: Position  # the data it holds, or will catch up to first
+    directed: bool = False  # an operator promotes this candidate: rank, pause and anti-flap give way
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,7 @@ class Vote:
     candidate: str
     epoch: int
     position: Position
+    directed: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ class Renewal:
     acting: bool  # the master acts (DNS names it): followers may pull from it
 
 
-Request = PreVote | Vote | Renewal
+Request = PreVote | Vote | Renewal | Handover
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,15 @@ class Publish:
     epoch: int
 
 
-Effect = Persist | Send | CatchUp | Publish
+@dataclass(frozen=True)
+class Check:
+    """Run the pre-promote check before standing in `epoch` (its failure vetoes this node)."""
+
+    epoch: int
+    reason: str
+
+
+Effect = Persist | Send | CatchUp | Publish | Check
 
 
 class PublishOutcome(StrEnum):
@@ -144,8 +158,31 @@ class _Round:
     kind: str  # "pre-vote" | "vote"
     epoch: int
     started: float
+    directed: bool = False
     granted: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Handing:
+    """As master: a switchover to `target` under way (prepare sent, waiting for ready)."""
+
+    target: str
+    position: Position
+    started: float
+    request: str
+
+
+@dataclass
+class _Preparing:
+    """As the target of a switchover: the final pull from `master` and what comes after."""
+
+    master: str
+    epoch: int
+    position: Position
+    started: float
+    request: str
+    checking: bool = False
 
 
 class Elector:
@@ -194,6 +231,19 @@ class Elector:
         self.publish_retry_at = 0.0
         self.verdict = "starting: waiting one lease before voting or standing"
         self.last_election = ""  # the last election this node won, and why no other node did
+        # the pre-promote check (an operator's hook), when there is one
+        self.check_hooks = False
+        self.checking = False
+        self.check_passed_at: float | None = None
+        self.vetoed: tuple[str, float] | None = None  # why, and until when
+        # operators' promotes
+        self.handing: _Handing | None = None  # as master
+        self.preparing: _Preparing | None = None  # as the target of a switchover
+        self.designated: tuple[str, float] | None = None  # a master handed over to it: grant it alone
+        self.directed_until = 0.0  # an operator promotes this node: it stands at once until then
+        self.directed_request = ""
+        self.forced = False  # promoted with --force: acts without a majority's lease until one grants it
+        self.promotion: Promotion | None = None  # this node's part in the last promote
 
     # -- what others read ----------------------------------------------------------------------
 
@@ -205,10 +255,9 @@ class Elector:
         """As leader: when this node's lease ends (on its clock, the margin taken off)."""
         if self.phase != Phase.LEADER:
             return None
-        acks = [t for voter, t in self.acks.items() if voter in self.voters]
-        if self.votes:
-            acks.append(float("inf"))  # its own grant never lapses while it leads
-        return lease_end(acks, majority(len(self.voters)), self.timing.lease, self.timing.margin)
+        if self.forced:
+            return float("inf")
+        return self.lease_deadline_of_acks()  # (its own grant never lapses while it leads)
 
     def acting(self, now: float) -> bool:
         """This node acts as master now: elected, caught up, named by DNS, and leased."""
@@ -247,6 +296,13 @@ class Elector:
             due += [self.lease_until, self.retry_at]
         later = [t for t in due if t > now]
         return min(later) if later else now + self.timing.rank_delay
+
+    def lease_deadline_of_acks(self) -> float | None:
+        """When the lease the voters granted ends (None: no majority granted it)."""
+        acks = [t for voter, t in self.acks.items() if voter in self.voters]
+        if self.votes:
+            acks.append(float("inf"))
+        return lease_end(acks, majority(len(self.voters)), self.timing.lease, self.timing.margin)
 
     def lease_remaining(self, now: float) -> float:
         deadline = self.lease_deadline()
@@ -287,9 +343,27 @@ class Elector:
             return self._lead(now)
         if self.round is not None and now - self.round.started >= self.timing.round_timeout:
             self._give_up_round(now, "no majority answered in time")
+        self._expire_promotion(now)
         if self.round is None and self.phase == Phase.FOLLOWER:
             return self._maybe_stand(now)
         return []
+
+    def _expire_promotion(self, now: float) -> None:
+        """A target that was not elected within its window: the promote failed here."""
+        preparing = self.preparing
+        if (
+            preparing is not None
+            and now - preparing.started > self.timing.catch_up_timeout + self.timing.lease
+        ):
+            self.preparing = None
+            if self.directed_until <= now:
+                self._promotion_step(preparing.request, self.me.node, "not elected in time", failed=True)
+        if self.directed_request and now >= self.directed_until:
+            why = self.verdict
+            self._promotion_step(self.directed_request, self.me.node, f"not elected: {why}", failed=True)
+            self.directed_request = ""
+        if self.vetoed is not None and now >= self.vetoed[1]:
+            self.vetoed = None
 
     def _lead(self, now: float) -> list[Effect]:
         deadline = self.lease_deadline()
@@ -302,6 +376,11 @@ class Elector:
         if self.catching_up_since is not None and now - self.catching_up_since > self.timing.catch_up_timeout:
             self._step_down(now, f"could not catch up within {self.timing.catch_up_timeout:g} s")
             return []
+        handing = self.handing
+        if handing is not None and now - handing.started > self.timing.catch_up_timeout:
+            self._abandon(
+                f"{handing.target}'s final pull did not end within {self.timing.catch_up_timeout:g} s"
+            )
         effects: list[Effect] = []
         if now >= self.next_renewal:
             self.next_renewal = now + self.timing.heartbeat
@@ -314,12 +393,21 @@ class Elector:
         return effects
 
     def _maybe_stand(self, now: float) -> list[Effect]:
-        if now < self.lease_until:
+        directed = now < self.directed_until  # an operator promotes this node: it stands now
+        if now < self.lease_until and not directed:
             return []  # a master (or an unknown one, after a restart) may still hold its lease
-        if self.paused or self.me.ineligible:
-            why = "automatic failover is paused" if self.paused else f"not eligible: {self.me.ineligible}"
+        if self.me.ineligible or (self.paused and not directed):
+            why = (
+                "automatic failover is paused"
+                if not self.me.ineligible
+                else f"not eligible: {self.me.ineligible}"
+            )
             self.verdict = f"no master: {why}"
             return []
+        if directed:
+            if now < self.retry_at:
+                return []
+            return self._checked_round(now, "promoted by the operator")
         if now < self.retry_at:
             return []
         if self.last_failover_at is not None:
@@ -337,7 +425,50 @@ class Elector:
                 f"no master: {', '.join(s.node for s in better)} ranks first, waiting for it to stand"
             )
             return []
+        return self._checked_round(now, "the master was lost")
+
+    def _checked_round(self, now: float, why: str) -> list[Effect]:
+        """Ask for pre-votes, once the pre-promote check (if any) passed within a lease."""
+        passed = self.check_passed_at is not None and now - self.check_passed_at <= self.timing.lease
+        if self.check_hooks and not passed:
+            if self.checking:
+                return []
+            self.checking = True
+            self.verdict = (
+                f"no master: running the pre-promote check before standing in epoch {self.epoch + 1}"
+            )
+            return [Check(self.epoch + 1, why)]
         return self._start_round(now, "pre-vote", self.epoch + 1)
+
+    def checked(self, now: float, ok: bool, reason: str) -> list[Effect]:
+        """The outcome of the pre-promote check: stand (or pull, for a switchover), or not."""
+        self.checking = False
+        preparing = self.preparing
+        if preparing is not None and preparing.checking:
+            preparing.checking = False
+            if ok:
+                self._promotion_step(
+                    preparing.request, self.me.node, f"pre-promote passed; final pull from {preparing.master}"
+                )
+                return [CatchUp(preparing.master, preparing.position)]
+            return self._ready(now, False, self.me.position, f"pre-promote vetoed: {reason}")
+        if not ok:
+            self.vetoed = (reason, now + 4 * self.timing.lease)
+            self.verdict = f"not standing: pre-promote vetoed ({reason})"
+            if self.directed_request:
+                self._promotion_step(
+                    self.directed_request, self.me.node, f"pre-promote vetoed: {reason}", failed=True
+                )
+                self.directed_request, self.directed_until = "", 0.0
+            return []
+        self.check_passed_at = now
+        return self.tick(now)
+
+    def veto(self, now: float) -> str:
+        """Why the pre-promote check vetoed this node lately ("" if it did not)."""
+        if self.vetoed is None or now >= self.vetoed[1]:
+            return ""
+        return f"pre-promote vetoed: {self.vetoed[0]}"
 
     def _claim(self, now: float) -> Position:
         """The data this node holds, or will hold once it caught up from the most current peer."""
@@ -345,18 +476,19 @@ class Elector:
         return self.me.position if best is None else max(best.position, self.me.position)
 
     def _start_round(self, now: float, kind: str, epoch: int) -> list[Effect]:
-        self.round = _Round(kind, epoch, now)
+        directed = now < self.directed_until
+        self.round = _Round(kind, epoch, now, directed)
         effects: list[Effect] = []
         claim = self._claim(now)
         if kind == "pre-vote":
             self.phase = Phase.PRE_CANDIDATE
-            message: Request = PreVote(self.me.node, epoch, claim)
+            message: Request = PreVote(self.me.node, epoch, claim, directed)
             self.verdict = f"no master: asking for pre-votes for epoch {epoch}"
         else:
             self.phase = Phase.CANDIDATE
             self.ballot = Ballot(epoch, self.me.node)
             effects.append(Persist(self.ballot))
-            message = Vote(self.me.node, epoch, claim)
+            message = Vote(self.me.node, epoch, claim, directed)
             self.verdict = f"standing for master in epoch {epoch}"
         if self.votes:
             self.round.granted.add(self.me.node)
@@ -379,6 +511,8 @@ class Elector:
         """Answer a peer's request; the effects (a Persist) come before the reply."""
         if isinstance(request, Renewal):
             return self._renewal(now, request)
+        if isinstance(request, Handover):
+            return self._handover(now, request)
         kind = "pre-vote" if isinstance(request, PreVote) else "vote"
         effects: list[Effect] = []
         if not self.votes:
@@ -411,6 +545,10 @@ class Elector:
             return False, f"epoch {request.epoch} is not newer than {self.epoch}"
         if request.position < self.me.position:
             return False, self._older(request.position)
+        if request.directed or self._designated(now) == request.candidate:
+            return True, ""  # the operator chose it: rank, pause and anti-flap give way
+        if self.paused:
+            return False, "automatic failover is paused"
         better = self._ranks_before(now, request.candidate)
         if better is not None:
             return False, f"{better} ranks before {request.candidate} and may stand first"
@@ -436,6 +574,12 @@ class Elector:
             return None
         better = ahead_of(standing, heard.values())
         return better[0].node if better else None
+
+    def _designated(self, now: float) -> str | None:
+        """The node a master handed over to, while the voters grant it alone."""
+        if self.designated is None or now >= self.designated[1]:
+            return None
+        return self.designated[0]
 
     def _refuse_any(self, now: float, candidate: str) -> str | None:
         """Why this voter refuses `candidate` whatever it asks: it leads, or protects a lease."""
@@ -499,6 +643,13 @@ class Elector:
         if reply.kind == "renewal":
             if self.phase == Phase.LEADER and reply.asked_epoch == self.epoch and reply.granted:
                 self.acks[reply.voter] = max(self.acks.get(reply.voter, reply.sent_at), reply.sent_at)
+                if self.forced and self.lease_deadline_of_acks() is not None:
+                    self.forced = False  # a majority grants it now: the usual lease rules again
+            return effects
+        if reply.kind == "handover":
+            handing = self.handing
+            if handing is not None and reply.voter == handing.target and not reply.granted:
+                self._abandon(f"{handing.target} refused: {reply.reason}")
             return effects
         current = self.round
         if current is None or current.kind != reply.kind or current.epoch != reply.asked_epoch:
@@ -521,7 +672,8 @@ class Elector:
             self._give_up_round(now, "a majority refused")
         return []
 
-    def _win(self, now: float) -> list[Effect]:
+    def _win(self, now: float, how: str = "") -> list[Effect]:
+        granted = sorted(self.round.granted) if self.round is not None else [self.me.node]
         self.round = None
         self.phase = Phase.LEADER
         self.elected_at = now
@@ -537,7 +689,15 @@ class Elector:
             for s in self.recent(now)
             if s not in rivals and s.node != self.me.node
         ]
-        self.last_election = f"won epoch {self.epoch}" + (f"; {'; '.join(others)}" if others else "")
+        votes = how or f"votes from {', '.join(granted)}"
+        self.last_election = f"won epoch {self.epoch} ({votes})" + (
+            f"; {'; '.join(others)}" if others else ""
+        )
+        request = self.directed_request or (self.preparing.request if self.preparing else "")
+        if request:
+            self._promotion_step(request, self.me.node, f"won epoch {self.epoch} ({votes})")
+        self.preparing, self.directed_request, self.directed_until = None, "", 0.0
+        self.designated = None
         self.leader, self.leader_acting = self.me.node, False
         self.lease_holder, self.lease_until = self.me.node, now
         self.caught_up, self.catching_up_since, self.unreachable = False, now, set()
@@ -560,6 +720,10 @@ class Elector:
         self, now: float, source: str, ok: bool, position: Position, reason: str = ""
     ) -> list[Effect]:
         """The outcome of the catch-up from `source`: this node now holds `position`."""
+        preparing = self.preparing
+        if preparing is not None and self.phase == Phase.FOLLOWER and source == preparing.master:
+            self.me = replace(self.me, position=max(position, self.me.position))
+            return self._ready(now, ok and position >= preparing.position, position, reason)
         if self.phase != Phase.LEADER or self.caught_up:
             return []
         self.me = replace(self.me, position=max(position, self.me.position))
@@ -580,6 +744,17 @@ class Elector:
             return []
         if outcome == PublishOutcome.APPLIED and epoch == self.epoch:
             self.published = True
+            if (
+                self.promotion is not None
+                and self.promotion.target == self.me.node
+                and not self.promotion.done
+            ):
+                self._promotion_step(
+                    self.promotion.request,
+                    self.me.node,
+                    f"DNS names {self.me.node} (epoch {self.epoch}): acting as master",
+                    done=True,
+                )
             return self._lead(now)
         self.publish_retry_at = now + self.timing.heartbeat
         self.verdict = f"elected in epoch {self.epoch}; DNS update failed ({reason}): not acting, retrying"
@@ -599,6 +774,9 @@ class Elector:
         return [Persist(self.ballot)]
 
     def _step_down(self, now: float, why: str) -> None:
+        if self.handing is not None:
+            self._abandon(why)
+        self.forced = False
         jitter = self.rng.uniform(0, 2 * self.timing.heartbeat)
         self.retry_at = now + jitter
         if self.phase == Phase.LEADER:
@@ -620,7 +798,217 @@ class Elector:
             self.verdict = f"elected in epoch {self.epoch}: catching up before acting{failed}"
         elif not self.published:
             self.verdict = f"elected in epoch {self.epoch}: publishing to DNS before acting"
+        elif self.acting(now) and self.handing is not None:
+            self.verdict = f"master of epoch {self.epoch}: handing over to {self.handing.target}"
         elif self.acting(now):
-            self.verdict = f"master of epoch {self.epoch}"  # (the lease left is in status and metrics)
+            self.verdict = f"master of epoch {self.epoch}" + (
+                " (forced: no majority grants its lease yet)" if self.forced else ""
+            )  # (the lease left is in status and metrics)
         else:
             self.verdict = f"elected in epoch {self.epoch}: waiting for a majority to grant the lease"
+
+    # -- an operator's promote (synco.core.switchover) ------------------------------------------
+
+    def promote(
+        self, now: float, target: str, request: str, *, dry_run: bool = False, force: bool = False
+    ) -> tuple[Answer, list[Effect]]:
+        """`synco-ctl promote target`, asked of this node: of the master (a switchover) or of
+        the target (no live master: a directed election, or --force)."""
+        me = self.me.node
+        known = {s.node: s for s in self.recent(now)}
+        known[me] = self.me
+        master = self.master(now)
+        chosen = known.get(target)
+        epoch = self.epoch + 1
+        lines = plan(chosen, known.values(), epoch, master) if chosen is not None else ()
+        refusal = self._promote_refusal(now, target, chosen, force)
+        if refusal == "":
+            return Answer(True, f"{target} acts as master of epoch {self.epoch} already", lines, True), []
+        if refusal is not None or dry_run:
+            return Answer(refusal is None, refusal or "", lines), []
+        if self.acting(now):
+            return Answer(True, "", lines), self._hand_over(now, target, request)
+        if force:
+            return Answer(True, "", lines), self._force(now, request)
+        self.directed_until, self.directed_request = now + 2 * self.timing.lease, request
+        self.retry_at = now
+        self._promotion_step(request, me, f"no live master: standing for epoch {epoch} at once")
+        return Answer(True, "", lines), self.tick(now)
+
+    def _promote_refusal(self, now: float, target: str, chosen: Standing | None, force: bool) -> str | None:
+        """Why this node refuses to promote `target` (None: it will; "": it is master already)."""
+        me = self.me.node
+        if self.acting(now):
+            if target == me:
+                return ""
+            if force:
+                return (
+                    f"{me} acts as master and holds its lease: --force is refused while a live master "
+                    "holds its lease (without --force, it hands over gracefully)"
+                )
+            if self.handing is not None:
+                return f"a switchover to {self.handing.target} is under way"
+        elif target != me:
+            holder = self.leased_to(now)
+            named = f" ({holder} is, as far as {me} knows)" if holder else ""
+            return f"{me} is neither the master{named} nor {target}: ask again"
+        elif self.phase == Phase.LEADER:
+            return f"{me} is elected in epoch {self.epoch} already: it acts once caught up and named by DNS"
+        else:
+            holder = self.leased_to(now)
+            if holder is not None and holder != me:
+                return (
+                    f"{holder} holds its lease here for {self.lease_until - now:.1f} s more: it is the live "
+                    "master" + (" (--force is refused while a live master holds its lease)" if force else "")
+                )
+        if chosen is None:
+            return f"{target} has not been heard from within {2 * self.timing.lease:g} s"
+        if chosen.ineligible:
+            return f"{target} is not eligible: {chosen.ineligible}"
+        if force:
+            return None
+        if self.paused:
+            return "automatic failover is paused cluster-wide: resume it first (synco-ctl resume)"
+        if not self.acting(now):
+            heard = sorted(
+                {s.node for s in self.recent(now)} & set(self.voters) | ({me} if self.votes else set())
+            )
+            needed = majority(len(self.voters))
+            if len(heard) < needed:
+                return (
+                    f"no majority: {len(heard)} of {len(self.voters)} voters heard from "
+                    f"({', '.join(heard)}), {needed} needed; "
+                    f"--force promotes {target} without one (what may be lost is shown)"
+                )
+        return None
+
+    def _hand_over(self, now: float, target: str, request: str) -> list[Effect]:
+        """As master: freeze at the current generation and ask `target` for a final pull."""
+        position = self.me.position
+        self.handing = _Handing(target, position, now, request)
+        self._promotion_step(
+            request,
+            target,
+            f"{self.me.node} stopped announcing generations at {position.generation}; "
+            f"asked {target} for a final pull",
+        )
+        self.verdict = f"master of epoch {self.epoch}: handing over to {target}"
+        message = Handover(self.me.node, self.epoch, target, "prepare", position, request=request)
+        return [Send(target, message)]
+
+    def _abandon(self, why: str) -> None:
+        """As master: the switchover is over without a handover; the master goes on."""
+        handing, self.handing = self.handing, None
+        if handing is not None:
+            self._promotion_step(handing.request, handing.target, f"switchover abandoned: {why}", failed=True)
+
+    def _handover(self, now: float, message: Handover) -> tuple[Reply, list[Effect]]:
+        def answer(granted: bool, reason: str = "") -> Reply:
+            return Reply("handover", self.me.node, self.epoch, granted, reason, message.epoch)
+
+        effects: list[Effect] = []
+        if message.epoch < self.epoch:
+            return answer(False, f"epoch {message.epoch} is older than {self.epoch}"), effects
+        if message.step == "ready":
+            handing = self.handing
+            if handing is None or message.target != handing.target or message.epoch != self.epoch:
+                return answer(False, "no switchover to it is under way"), effects
+            if not message.ok or message.position < handing.position:
+                self._abandon(message.reason or f"{message.target} holds only {message.position.describe()}")
+                return answer(True), effects
+            return answer(True), self._release(now)
+        if message.step == "prepare":
+            if (
+                message.target != self.me.node
+                or message.epoch != self.epoch
+                or self.leased_to(now) != message.master
+            ):
+                return answer(
+                    False, f"{self.me.node} does not follow {message.master} in epoch {message.epoch}"
+                ), effects
+            if self.me.ineligible:
+                return answer(False, f"not eligible: {self.me.ineligible}"), effects
+            self.preparing = _Preparing(message.master, message.epoch, message.position, now, message.request)
+            if self.check_hooks:
+                self.preparing.checking = True
+                self._promotion_step(message.request, self.me.node, "running the pre-promote check")
+                return answer(True), [Check(self.epoch + 1, f"switchover from {message.master}")]
+            self._promotion_step(message.request, self.me.node, f"final pull from {message.master}")
+            return answer(True), [CatchUp(message.master, message.position)]
+        # "release": the master stopped acting; grant its target alone for a lease
+        if message.epoch > self.epoch:
+            effects += self._adopt(now, message.epoch, f"{message.master} led epoch {message.epoch}")
+        elif self.leader not in (None, message.master) or self.phase != Phase.FOLLOWER:
+            return answer(False, f"{self.me.node} does not follow {message.master}"), effects
+        self.leader, self.leader_acting = None, False
+        self.lease_holder, self.lease_until = message.target, now + self.timing.lease
+        self.designated = (message.target, now + self.timing.lease)
+        self.verdict = f"{message.master} handed over to {message.target}: waiting for it to be elected"
+        if message.target == self.me.node:
+            self.lease_until = now  # it stands now: its own grant protects nobody
+            self.directed_until, self.retry_at = now + self.timing.lease, now
+            self.directed_request = message.request
+            self.check_passed_at = now if self.preparing is not None else self.check_passed_at
+            self._promotion_step(
+                message.request,
+                self.me.node,
+                f"released by {message.master}: standing for epoch {self.epoch + 1}",
+            )
+            effects += self.tick(now)
+        return answer(True), effects
+
+    def _ready(self, now: float, ok: bool, position: Position, reason: str) -> list[Effect]:
+        """As the target: tell the master the final pull ended (and how)."""
+        preparing = self.preparing
+        assert preparing is not None
+        if not ok:
+            self.preparing = None
+            why = reason or f"pulled only {position.describe()}"
+            self._promotion_step(preparing.request, self.me.node, f"cannot take over: {why}", failed=True)
+        else:
+            took = now - preparing.started
+            self._promotion_step(
+                preparing.request,
+                self.me.node,
+                f"final pull of generation {position.generation} done in {took:.2f} s",
+            )
+        message = Handover(
+            preparing.master, preparing.epoch, self.me.node, "ready", position, ok, reason, preparing.request
+        )
+        return [Send(preparing.master, message)]
+
+    def _release(self, now: float) -> list[Effect]:
+        """As master: stop acting, then tell every peer to elect the target."""
+        handing, self.handing = self.handing, None
+        assert handing is not None
+        target = handing.target
+        self._step_down(now, f"handed over to {target}: following it")
+        self.lease_holder, self.lease_until = target, now + self.timing.lease
+        self.designated = (target, now + self.timing.lease)
+        self._promotion_step(
+            handing.request, target, f"{self.me.node} stopped acting; every node grants {target} alone"
+        )
+        message = Handover(
+            self.me.node, self.epoch, target, "release", handing.position, request=handing.request
+        )
+        return [Send(peer, message) for peer in self.peers]
+
+    def _force(self, now: float, request: str) -> list[Effect]:
+        """--force: the next epoch, this node's own vote, and acting without a majority's lease
+        until a majority grants it one (the operator takes responsibility)."""
+        self.ballot = Ballot(self.epoch + 1, self.me.node)
+        self.round = None
+        self.directed_request = request
+        self.forced = True
+        self._promotion_step(request, self.me.node, f"forced into epoch {self.epoch} without a majority")
+        effects: list[Effect] = [Persist(self.ballot)]
+        return effects + self._win(now, "forced by the operator, without a majority")
+
+    def _promotion_step(
+        self, request: str, target: str, step: str, failed: bool = False, done: bool = False
+    ) -> None:
+        if self.promotion is None or self.promotion.request != request:
+            self.promotion = Promotion(request, target, [])
+        self.promotion.add(step)
+        self.promotion.failed = self.promotion.failed or failed
+        self.promotion.done = self.promotion.done or done or failed

@@ -6,6 +6,7 @@ from __future__ import annotations
 from synco.core.election import PreVote, Renewal, Reply, Vote
 from synco.core.model import Role, Script
 from synco.core.ranking import NO_DATA, Position, Standing
+from synco.core.switchover import Handover, Promotion
 from synco.v1 import peer_pb2
 
 
@@ -15,14 +16,54 @@ def vote_request(message: PreVote | Vote) -> peer_pb2.VoteRequest:
         epoch=message.epoch,
         data_epoch=message.position.epoch,
         data_generation=message.position.generation,
+        directed=message.directed,
     )
 
 
 def from_vote_request(kind: str, request: peer_pb2.VoteRequest) -> PreVote | Vote:
     position = Position(request.data_epoch, request.data_generation)
     if kind == "pre-vote":
-        return PreVote(request.candidate, request.epoch, position)
-    return Vote(request.candidate, request.epoch, position)
+        return PreVote(request.candidate, request.epoch, position, request.directed)
+    return Vote(request.candidate, request.epoch, position, request.directed)
+
+
+def handover_message(message: Handover) -> peer_pb2.HandoverMessage:
+    return peer_pb2.HandoverMessage(
+        master=message.master,
+        epoch=message.epoch,
+        target=message.target,
+        step=message.step,
+        data_epoch=message.position.epoch,
+        data_generation=message.position.generation,
+        ok=message.ok,
+        reason=message.reason,
+        request=message.request,
+    )
+
+
+def from_handover_message(message: peer_pb2.HandoverMessage) -> Handover:
+    return Handover(
+        message.master,
+        message.epoch,
+        message.target,
+        message.step,
+        Position(message.data_epoch, message.data_generation),
+        message.ok,
+        message.reason,
+        message.request,
+    )
+
+
+def promotion_status(promotion: Promotion | None) -> peer_pb2.Promotion | None:
+    if promotion is None:
+        return None
+    return peer_pb2.Promotion(
+        request=promotion.request,
+        target=promotion.target,
+        steps=list(promotion.steps),
+        failed=promotion.failed,
+        done=promotion.done,
+    )
 
 
 def vote_reply(reply: Reply) -> peer_pb2.VoteReply:

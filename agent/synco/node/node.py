@@ -20,6 +20,7 @@ from synco.core import backup_schedule, replication
 from synco.core.election import (
     Ballot,
     CatchUp,
+    Check,
     Effect,
     Elector,
     Persist,
@@ -35,16 +36,20 @@ from synco.core.election import (
 from synco.core.errors import ConfigError, SyncoError
 from synco.core.failover import election_timing, failover_off
 from synco.core.health import Health, Level, Problem, assess
-from synco.core.model import AgentSettings, Role, Script, Server
+from synco.core.model import AgentSettings, Event, Role, Script, Server
 from synco.core.paths import normalize_relative
 from synco.core.ranking import NO_DATA, Position, Standing
+from synco.core.switchover import Handover, position_loss
 from synco.node.backup import store_of, take_snapshot
 from synco.node.election_link import (
     from_vote_reply,
+    handover_message,
+    promotion_status,
     renewal_reply,
     standing_of,
     vote_request,
 )
+from synco.node.hooks import RoleChange, role_handlers, run_role_hooks
 from synco.node.metrics import Metrics
 from synco.node.pull import PullResult, pull
 from synco.node.state import load_state, save_state
@@ -165,6 +170,16 @@ class Node:
         self.pull_is_catch_up = False  # the pull in progress is that catch-up
         self.dns_lagging: list[str] = []  # as master: authoritative servers not serving it yet
         self.last_election = ""  # the last election this node won: when, and why the others did not
+        # operators' intents, carried out by the cycle: promotes, and pausing failover cluster-wide
+        self.promote_requests: list[
+            tuple[peer_pb2.PromoteRequest, asyncio.Future[peer_pb2.PromoteReply]]
+        ] = []
+        self.pause_requests: list[tuple[bool, asyncio.Future[str]]] = []
+        self.frozen_changes = False  # changes seen while handing over (not announced as generations)
+        # role-change hooks: run one after another, in the order the changes happened
+        self.was_acting = False
+        self.former_master: str | None = None  # the master before the current one
+        self.hooks: asyncio.Queue[RoleChange] | None = None
         self.elector: Elector | None = None
         if self.failover_off is None:
             peers = tuple(self.peers)
@@ -177,6 +192,8 @@ class Node:
                 clock(),
                 random.Random(),
             )
+            self.elector.paused = self.state.failover_paused
+            self.elector.check_hooks = bool(role_handlers(script, me, Event.PRE_PROMOTE))
 
     def reload(self, script: Script) -> list[str]:
         """Apply a re-read script: directories, method arguments, master and timings can
@@ -213,6 +230,7 @@ class Node:
         self.timing = replication.Timing(agent.debounce, agent.periodic_pull, agent.pull_retry)
         if self.elector is not None:
             self.elector.timing = election_timing(agent)
+            self.elector.check_hooks = bool(role_handlers(script, self.me.name, Event.PRE_PROMOTE))
         if "directories" in changes:
             self.master_changed.set()  # restart the watch (or the follow) with the new directories
         self.wake.set()
@@ -230,6 +248,11 @@ class Node:
         if self.elector is not None:
             return self.elector.acting(self.clock())
         return self.master == self.me.name
+
+    @property
+    def handing_over(self) -> bool:
+        """This master hands over to another node (it announces no more generations)."""
+        return self.elector is not None and self.elector.handing is not None
 
     @property
     def is_backup(self) -> bool:
@@ -273,6 +296,9 @@ class Node:
             return "a backup server"
         if self.me.priority <= 0:
             return "priority 0"
+        veto = self.elector.veto(self.clock()) if self.elector is not None else ""
+        if veto:
+            return veto
         if self.health.level == Level.FAILING:
             return f"failing: {self.health.reason}"
         lag = self.lag_seconds()
@@ -307,6 +333,9 @@ class Node:
             data_epoch=position.epoch,
             ineligible=self._ineligible(),
             acting=acting,
+            failover_paused=self.state.failover_paused,
+            pause_version=self.state.pause_version,
+            pause_note=self.state.pause_note,
         )
 
     def status(self) -> peer_pb2.NodeStatus:
@@ -327,6 +356,9 @@ class Node:
             failover_off=self.failover_off or "",
             dns_lagging=self.dns_lagging,
             last_election=self.last_election,
+            promotion=promotion_status(self.elector.promotion if self.elector else None),
+            candidate=self._standing().ineligible,
+            phase=self.elector.phase.value if self.elector else "",
         )
 
     def lag_seconds(self) -> float:
@@ -379,10 +411,12 @@ class Node:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.hooks = asyncio.Queue()
         tasks = [
             asyncio.create_task(self._heartbeats(stop)),
             asyncio.create_task(self._roles(stop)),
             asyncio.create_task(self._track_master(stop)),
+            asyncio.create_task(self._run_hooks()),
         ]
         try:
             while not stop.is_set():
@@ -400,6 +434,15 @@ class Node:
                 self.pull_task.cancel()
             await asyncio.gather(*tasks, *(t for t in [self.pull_task] if t), return_exceptions=True)
             save_state(self.state_path, self.state)
+            if self.was_acting:  # a master that stops acts no more: its demote hooks say so
+                self.was_acting = False
+                if role_handlers(self.script, self.me.name, Event.DEMOTE):
+                    own = "backup" if self.is_backup else "replica"
+                    reason = "the agent stopped"
+                    change = RoleChange(
+                        Event.DEMOTE, self.me.name, self.state.epoch, self.me.name, "", reason, "master", own
+                    )
+                    await self._hook(change)
             for channel in self.channels.values():
                 await channel.close(None)
 
@@ -428,8 +471,13 @@ class Node:
         if self.pull_task is not None and self.pull_task.done():
             self._finish_pull(self.pull_task)
         if self.elector is not None:
+            self._maintenance()
             self._elect()
         self._choose_master()
+        if self.is_master != self.was_acting:
+            self._role_changed()
+        if self.frozen_changes and not self.handing_over:
+            self._announce_frozen_changes()
         if self.is_master and not self.state.acted_as_master:
             # persisted before acting: after a restart too, the next pull from any master keeps
             # aside what it would overwrite or delete (the writes this node took as master)
@@ -488,6 +536,187 @@ class Node:
             log.debug("%s: %s", self.me.name, verdict)
         self.verdict = verdict
 
+    # -- role-change hooks --------------------------------------------------------------------------
+
+    def _role_changed(self) -> None:
+        """This node started or stopped acting as master: its promote (or demote) hooks, then
+        its role-change hooks, queued to run in order."""
+        acting, self.was_acting = self.is_master, self.is_master
+        me = self.me.name
+        own = "witness" if self.is_witness else "backup" if self.is_backup else "replica"
+        elector = self.elector
+        if acting:
+            old, new = self.former_master or "", me
+            reason = elector.last_election if elector else "named master"
+        else:
+            old = me
+            new = self.master if self.master not in (None, me) else ""
+            if not new and elector is not None and elector.designated is not None:
+                new = elector.designated[0]
+            reason = elector.verdict if elector else f"{self.master or 'no server'} is master now"
+        log.warning(
+            "%s: %s (%s)", me, "now acting as master" if acting else "no longer acting as master", reason
+        )
+        for event in (Event.PROMOTE if acting else Event.DEMOTE, Event.ROLE_CHANGE):
+            change = RoleChange(
+                event,
+                me,
+                self.state.epoch,
+                old,
+                new,
+                reason,
+                own if acting else "master",
+                "master" if acting else own,
+            )
+            if self.hooks is not None and role_handlers(self.script, me, event):
+                self.hooks.put_nowait(change)
+
+    async def _run_hooks(self) -> None:
+        assert self.hooks is not None
+        while True:
+            change = await self.hooks.get()
+            await self._hook(change)
+
+    async def _hook(self, change: RoleChange) -> str | None:
+        def line(text: str) -> None:
+            log.info("%s: %s", self.me.name, text)
+
+        failure = await run_role_hooks(self.script, self.me.name, change, self.settings.hook_timeout, line)
+        if failure is not None:
+            log.error("%s: %s hook failed: %s", self.me.name, change.event.value, failure)
+        else:
+            log.info("%s: %s hooks ran", self.me.name, change.event.value)
+        return failure
+
+    async def _pre_promote(self, check: Check) -> None:
+        """The pre-promote hooks decide whether this node may stand (their failure vetoes it)."""
+        change = RoleChange(
+            Event.PRE_PROMOTE,
+            self.me.name,
+            check.epoch,
+            self.master or self.former_master or "",
+            self.me.name,
+            check.reason,
+            "witness" if self.is_witness else "replica",
+            "master",
+        )
+        failure = await self._hook(change)
+
+        def outcome(elector: Elector, now: float) -> list[Effect]:
+            return elector.checked(now, failure is None, failure or "")
+
+        self.election_outcomes.append(outcome)
+        self.wake.set()
+
+    # -- maintenance: failover paused cluster-wide ----------------------------------------------
+
+    def _maintenance(self) -> None:
+        """Take the newest pause or resume heard of (an operator's here, or a peer's heartbeat),
+        persisted: every node ends up with the operator's last word, also one that was down."""
+        state = self.state
+        version, paused, note = state.pause_version, state.failover_paused, state.pause_note
+        requests, self.pause_requests = self.pause_requests, []
+        for wanted, _ in requests:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wall()))
+            version, paused = max(version, *self._pause_versions()) + 1, wanted
+            note = f"{'paused' if wanted else 'resumed'} on {self.me.name} at {stamp}"
+        for view in self.peers.values():
+            beat = view.heartbeat
+            if beat is None:
+                continue
+            newer = beat.pause_version > version
+            if newer or (beat.pause_version == version and beat.failover_paused and not paused):
+                version, paused, note = beat.pause_version, beat.failover_paused, beat.pause_note
+        if (version, paused, note) != (state.pause_version, state.failover_paused, state.pause_note):
+            self.state = replace(state, pause_version=version, failover_paused=paused, pause_note=note)
+            save_state(self.state_path, self.state)
+            log.warning(
+                "%s: automatic failover %s cluster-wide (%s)",
+                self.me.name,
+                "PAUSED" if paused else "resumed",
+                note,
+            )
+        assert self.elector is not None
+        self.elector.paused = self.state.failover_paused
+        for _, answer in requests:
+            if not answer.done():
+                answer.set_result(self.state.pause_note)
+
+    def _pause_versions(self) -> list[int]:
+        return [v.heartbeat.pause_version for v in self.peers.values() if v.heartbeat is not None]
+
+    async def pause_failover(self, paused: bool) -> str:
+        """An operator pauses (or resumes) automatic failover: carried out by the cycle."""
+        answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.pause_requests.append((paused, answer))
+        self.wake.set()
+        return await asyncio.wait_for(answer, timeout=5.0)
+
+    # -- an operator's promote -----------------------------------------------------------------------
+
+    def promote_route(self, target: str, force: bool) -> str:
+        """The node that decides a promote: the live master (it hands over), else the target."""
+        assert self.elector is not None
+        master = self.elector.master(self.clock())
+        return master if master is not None and not force else target
+
+    async def promote_request(self, request: peer_pb2.PromoteRequest) -> peer_pb2.PromoteReply:
+        """A promote for this node to decide: queued for the cycle, answered once decided."""
+        answer: asyncio.Future[peer_pb2.PromoteReply] = asyncio.get_running_loop().create_future()
+        self.promote_requests.append((request, answer))
+        self.wake.set()
+        return await asyncio.wait_for(answer, timeout=5.0)
+
+    def _promotes(self, elector: Elector, now: float) -> None:
+        requests, self.promote_requests = self.promote_requests, []
+        for request, answer in requests:
+            if request.target not in self.script.server_names:
+                reply = peer_pb2.PromoteReply(refusal=f"there is no server {request.target!r} in the script")
+            else:
+                result, effects = elector.promote(
+                    now, request.target, request.request, dry_run=request.dry_run, force=request.force
+                )
+                self._carry_out(effects)
+                reply = peer_pb2.PromoteReply(
+                    accepted=result.accepted,
+                    refusal=result.refusal,
+                    plan=list(result.plan),
+                    already=result.already,
+                    epoch=elector.epoch,
+                )
+                if request.force and result.accepted:
+                    reply.warning = self._what_may_be_lost()
+                if result.accepted and not result.already and not request.dry_run:
+                    log.warning(
+                        "%s: promote %s%s requested by an operator: accepted",
+                        self.me.name,
+                        request.target,
+                        " (--force)" if request.force else "",
+                    )
+            reply.answered_by = self.me.name
+            if not answer.done():
+                answer.set_result(reply)
+
+    def _what_may_be_lost(self) -> str:
+        heard = []
+        for name, view in self.peers.items():
+            beat = view.heartbeat
+            if beat is not None and self.script.server(name).role != Role.WITNESS:
+                heard.append((name, Position(beat.data_epoch, beat.generation)))
+        return position_loss(self.position(), heard)
+
+    def _announce_frozen_changes(self) -> None:
+        """A switchover was abandoned: the changes seen meanwhile become a generation."""
+        self.frozen_changes = False
+        if not self.is_master:
+            return  # (handed over: they are kept aside by the first pull from the new master)
+        generation = self.state.generation + 1
+        self.state = replace(
+            self.state, generation=generation, data_epoch=self.state.epoch, data_generation=generation
+        )
+        save_state(self.state_path, self.state)
+        self._spawn(self._notify_changed())
+
     # -- the election (automatic failover) ----------------------------------------------------
 
     def _elect(self) -> None:
@@ -514,6 +743,7 @@ class Node:
         for outcome in outcomes:
             effects += outcome(elector, now)
         self._carry_out(effects)
+        self._promotes(elector, now)
         requests, self.election_requests = self.election_requests, []
         for request, answer in requests:
             reply, effects = elector.handle(now, request)
@@ -546,6 +776,8 @@ class Node:
                 self._start_catch_up(effect.source, effect.position)
             elif isinstance(effect, Publish):
                 self._spawn(self._publish(effect.epoch))
+            elif isinstance(effect, Check):
+                self._spawn(self._pre_promote(effect))
 
     def _spawn(self, work: object) -> None:
         task = asyncio.ensure_future(work)  # type: ignore[call-overload]
@@ -575,6 +807,10 @@ class Node:
                         return  # the next renewal's cycle (a heartbeat away) counts it: no wake-up
                 elif not reply.accepted:
                     self.peers[server.name].error = f"refused our heartbeat: {reply.reason}"
+            elif isinstance(message, Handover):
+                answer = await stub.Handover(handover_message(message), timeout=timeout)
+                if answer.voter == server.name:
+                    self.election_replies.append(from_vote_reply("handover", message.epoch, answer))
             else:
                 kind = "pre-vote" if isinstance(message, PreVote) else "vote"
                 call = stub.PreVote if kind == "pre-vote" else stub.RequestVote
@@ -680,6 +916,8 @@ class Node:
         due = [1.0]
         if self.last_change_at is not None and self.master_generation > self.state.pulled_generation:
             due.append(self.timing.debounce - (now - self.last_change_at))
+            if self.behind_since is not None:
+                due.append(self.timing.max_delay - (now - self.behind_since))
         if self.last_pull is not None and not self.last_pull.ok and self.last_pull_at is not None:
             due.append(self.timing.retry - (now - self.last_pull_at))
         backup_due = self._backup_wake_at()
@@ -736,6 +974,7 @@ class Node:
             master=self.master,
             master_generation=self.master_generation,
             last_change_at=self.last_change_at,
+            behind_since=self.behind_since,
             pulled_generation=self.state.pulled_generation,
             pulled_master=self.state.pulled_master,
             pulling_from=self.pulling_from,
@@ -1034,6 +1273,8 @@ class Node:
             self.master or "unknown",
             reason,
         )
+        if self.master is not None:
+            self.former_master = self.master
         self.master = master
         self.master_generation = 0
         self.last_change_at = None
@@ -1121,6 +1362,13 @@ class Node:
                 if self.work_problem is not None:
                     log.info("%s: watching for changes again", self.me.name)
                     self.work_problem = None  # the watch is in place
+                if self.handing_over:
+                    # the target's final pull copies the last generation: later changes are not
+                    # announced; once the master follows the target, they are kept aside here
+                    self.frozen_changes = True
+                    if batch.lost_root:
+                        return
+                    continue
                 self.state = replace(self.state, generation=batch.generation)
                 if self.is_master:  # (not once it stepped down: a newer epoch is not its data's)
                     self.state = replace(

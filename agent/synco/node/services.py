@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
 
-from synco.node.election_link import from_vote_request, renewal_of, vote_reply
+from synco.node.election_link import from_handover_message, from_vote_request, renewal_of, vote_reply
 from synco.node.node import Node
 from synco.node.tls import caller
 from synco.v1 import control_pb2, control_pb2_grpc, peer_pb2, peer_pb2_grpc
@@ -83,6 +83,42 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no decision in time")
         return vote_reply(reply)
 
+    async def Handover(
+        self,
+        request: peer_pb2.HandoverMessage,
+        context: grpc.aio.ServicerContext[peer_pb2.HandoverMessage, peer_pb2.VoteReply],
+    ) -> peer_pb2.VoteReply:
+        """A switchover's step (prepare, ready, release): queued for the cycle, answered once decided."""
+        sender = request.target if request.step == "ready" else request.master
+        refused = self.node.authorize(caller(context.auth_context()), sender)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+        if sender not in self.node.peers or request.step not in ("prepare", "ready", "release"):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"not a handover from a peer: {request.step!r}"
+            )
+        if self.node.elector is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{self.node.me.name} has no automatic failover: {self.node.failover_off}",
+            )
+        try:
+            reply = await self.node.election_request(from_handover_message(request))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no decision in time")
+        return vote_reply(reply)
+
+    async def Promote(
+        self,
+        request: peer_pb2.PromoteRequest,
+        context: grpc.aio.ServicerContext[peer_pb2.PromoteRequest, peer_pb2.PromoteReply],
+    ) -> peer_pb2.PromoteReply:
+        """An operator's promote, passed on by the agent it was asked of."""
+        refused = self.node.authorize(caller(context.auth_context()), None)
+        if refused is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+        return await decide_promote(self.node, request)
+
     async def WatchChanges(
         self,
         request: peer_pb2.WatchRequest,
@@ -125,6 +161,17 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         if refused is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         return self.node.status()
+
+
+async def decide_promote(node: Node, request: peer_pb2.PromoteRequest) -> peer_pb2.PromoteReply:
+    if node.elector is None:
+        return peer_pb2.PromoteReply(
+            refusal=f"automatic failover is off: {node.failover_off}", answered_by=node.me.name
+        )
+    try:
+        return await node.promote_request(request)
+    except TimeoutError:
+        return peer_pb2.PromoteReply(refusal="no decision in time", answered_by=node.me.name)
 
 
 class ControlService(control_pb2_grpc.ControlServicer):
@@ -199,6 +246,48 @@ class ControlService(control_pb2_grpc.ControlServicer):
         self.node.paused = False
         self.node.wake.set()
         return control_pb2.ResumeReply(paused=False)
+
+    async def PauseFailover(
+        self,
+        request: control_pb2.FailoverPauseRequest,
+        context: grpc.aio.ServicerContext[control_pb2.FailoverPauseRequest, control_pb2.FailoverPauseReply],
+    ) -> control_pb2.FailoverPauseReply:
+        """Pause (or resume) automatic failover cluster-wide: persisted here, then passed on in
+        every heartbeat (a node that is down learns it when it is back)."""
+        node = self.node
+        if node.elector is None:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"automatic failover is off: {node.failover_off}"
+            )
+        try:
+            note = await node.pause_failover(request.paused)
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no decision in time")
+        return control_pb2.FailoverPauseReply(paused=node.state.failover_paused, note=note)
+
+    async def Promote(
+        self,
+        request: peer_pb2.PromoteRequest,
+        context: grpc.aio.ServicerContext[peer_pb2.PromoteRequest, peer_pb2.PromoteReply],
+    ) -> peer_pb2.PromoteReply:
+        """`synco-ctl promote`: decided here, or passed on to the live master (or the target)."""
+        node = self.node
+        if node.elector is None or request.target not in node.script.server_names:
+            return await decide_promote(node, request)
+        route = node.promote_route(request.target, request.force)
+        if route == node.me.name:
+            return await decide_promote(node, request)
+        stub = peer_pb2_grpc.PeerStub(node.channel(node.script.server(route)))
+        try:
+            reply: peer_pb2.PromoteReply = await stub.Promote(request, timeout=6.0)
+        except grpc.aio.AioRpcError as error:
+            if route != request.target and request.target == node.me.name:
+                return await decide_promote(node, request)  # the master is gone: this node says why not
+            return peer_pb2.PromoteReply(
+                refusal=f"cannot reach {route}, which decides: {error.code().name}: {error.details()}",
+                answered_by=node.me.name,
+            )
+        return reply
 
 
 class AuthorizedHealth(HealthServicer):  # type: ignore[misc]

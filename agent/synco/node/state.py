@@ -24,6 +24,9 @@ class NodeState:
     acted_as_master: bool = False  # acted as master since that pull: the next one keeps aside
     data_epoch: int = 0  # the data it holds came from the master of this epoch...
     data_generation: int = 0  # ...at this generation (how current it is, in elections)
+    failover_paused: bool = False  # an operator paused automatic failover cluster-wide...
+    pause_version: int = 0  # ...in the newest pause or resume this node has heard of
+    pause_note: str = ""  # who paused or resumed it, and when
 
 
 def load_state(path: Path) -> NodeState:

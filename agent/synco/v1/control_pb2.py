@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from synco.v1 import peer_pb2 as synco_dot_v1_dot_peer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16synco/v1/control.proto\x12\x08synco.v1\x1a\x13synco/v1/peer.proto\"\x16\n\x14\x43lusterStatusRequest\"\x80\x01\n\x08PeerView\x12\x0c\n\x04node\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0b\x32\x14.synco.v1.NodeStatus\x12\x1e\n\x16last_heartbeat_unix_ms\x18\x03 \x01(\x03\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"W\n\rClusterStatus\x12#\n\x05local\x18\x01 \x01(\x0b\x32\x14.synco.v1.NodeStatus\x12!\n\x05peers\x18\x02 \x03(\x0b\x32\x12.synco.v1.PeerView\"\x10\n\x0eSyncNowRequest\"\x1f\n\x0cSyncNowReply\x12\x0f\n\x07verdict\x18\x01 \x01(\t\"\x0e\n\x0cPauseRequest\"\x1c\n\nPauseReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"\x0f\n\rResumeRequest\"\x1d\n\x0bResumeReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\x32\xfa\x01\n\x07\x43ontrol\x12\x41\n\x06Status\x12\x1e.synco.v1.ClusterStatusRequest\x1a\x17.synco.v1.ClusterStatus\x12;\n\x07SyncNow\x12\x18.synco.v1.SyncNowRequest\x1a\x16.synco.v1.SyncNowReply\x12\x35\n\x05Pause\x12\x16.synco.v1.PauseRequest\x1a\x14.synco.v1.PauseReply\x12\x38\n\x06Resume\x12\x17.synco.v1.ResumeRequest\x1a\x15.synco.v1.ResumeReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16synco/v1/control.proto\x12\x08synco.v1\x1a\x13synco/v1/peer.proto\"\x16\n\x14\x43lusterStatusRequest\"\x80\x01\n\x08PeerView\x12\x0c\n\x04node\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0b\x32\x14.synco.v1.NodeStatus\x12\x1e\n\x16last_heartbeat_unix_ms\x18\x03 \x01(\x03\x12\x11\n\treachable\x18\x04 \x01(\x08\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"W\n\rClusterStatus\x12#\n\x05local\x18\x01 \x01(\x0b\x32\x14.synco.v1.NodeStatus\x12!\n\x05peers\x18\x02 \x03(\x0b\x32\x12.synco.v1.PeerView\"\x10\n\x0eSyncNowRequest\"\x1f\n\x0cSyncNowReply\x12\x0f\n\x07verdict\x18\x01 \x01(\t\"\x0e\n\x0cPauseRequest\"\x1c\n\nPauseReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"\x0f\n\rResumeRequest\"\x1d\n\x0bResumeReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"&\n\x14\x46\x61iloverPauseRequest\x12\x0e\n\x06paused\x18\x01 \x01(\x08\"2\n\x12\x46\x61iloverPauseReply\x12\x0e\n\x06paused\x18\x01 \x01(\x08\x12\x0c\n\x04note\x18\x02 \x01(\t2\x86\x03\n\x07\x43ontrol\x12\x41\n\x06Status\x12\x1e.synco.v1.ClusterStatusRequest\x1a\x17.synco.v1.ClusterStatus\x12;\n\x07SyncNow\x12\x18.synco.v1.SyncNowRequest\x1a\x16.synco.v1.SyncNowReply\x12\x35\n\x05Pause\x12\x16.synco.v1.PauseRequest\x1a\x14.synco.v1.PauseReply\x12\x38\n\x06Resume\x12\x17.synco.v1.ResumeRequest\x1a\x15.synco.v1.ResumeReply\x12M\n\rPauseFailover\x12\x1e.synco.v1.FailoverPauseRequest\x1a\x1c.synco.v1.FailoverPauseReply\x12;\n\x07Promote\x12\x18.synco.v1.PromoteRequest\x1a\x16.synco.v1.PromoteReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,6 +50,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESUMEREQUEST']._serialized_end=413
   _globals['_RESUMEREPLY']._serialized_start=415
   _globals['_RESUMEREPLY']._serialized_end=444
-  _globals['_CONTROL']._serialized_start=447
-  _globals['_CONTROL']._serialized_end=697
+  _globals['_FAILOVERPAUSEREQUEST']._serialized_start=446
+  _globals['_FAILOVERPAUSEREQUEST']._serialized_end=484
+  _globals['_FAILOVERPAUSEREPLY']._serialized_start=486
+  _globals['_FAILOVERPAUSEREPLY']._serialized_end=536
+  _globals['_CONTROL']._serialized_start=539
+  _globals['_CONTROL']._serialized_end=929
 # @@protoc_insertion_point(module_scope)

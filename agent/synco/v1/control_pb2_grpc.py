@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from synco.v1 import control_pb2 as synco_dot_v1_dot_control__pb2
+from synco.v1 import peer_pb2 as synco_dot_v1_dot_peer__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -54,6 +55,16 @@ class ControlStub:
                 request_serializer=synco_dot_v1_dot_control__pb2.ResumeRequest.SerializeToString,
                 response_deserializer=synco_dot_v1_dot_control__pb2.ResumeReply.FromString,
                 _registered_method=True)
+        self.PauseFailover = channel.unary_unary(
+                '/synco.v1.Control/PauseFailover',
+                request_serializer=synco_dot_v1_dot_control__pb2.FailoverPauseRequest.SerializeToString,
+                response_deserializer=synco_dot_v1_dot_control__pb2.FailoverPauseReply.FromString,
+                _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/synco.v1.Control/Promote',
+                request_serializer=synco_dot_v1_dot_peer__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=synco_dot_v1_dot_peer__pb2.PromoteReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -72,12 +83,26 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Pause(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """this node's pulls (synco-ctl pause-pulls)
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Resume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseFailover(self, request, context):
+        """cluster-wide
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Promote(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +130,16 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Resume,
                     request_deserializer=synco_dot_v1_dot_control__pb2.ResumeRequest.FromString,
                     response_serializer=synco_dot_v1_dot_control__pb2.ResumeReply.SerializeToString,
+            ),
+            'PauseFailover': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseFailover,
+                    request_deserializer=synco_dot_v1_dot_control__pb2.FailoverPauseRequest.FromString,
+                    response_serializer=synco_dot_v1_dot_control__pb2.FailoverPauseReply.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=synco_dot_v1_dot_peer__pb2.PromoteRequest.FromString,
+                    response_serializer=synco_dot_v1_dot_peer__pb2.PromoteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +250,60 @@ class Control:
             '/synco.v1.Control/Resume',
             synco_dot_v1_dot_control__pb2.ResumeRequest.SerializeToString,
             synco_dot_v1_dot_control__pb2.ResumeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseFailover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synco.v1.Control/PauseFailover',
+            synco_dot_v1_dot_control__pb2.FailoverPauseRequest.SerializeToString,
+            synco_dot_v1_dot_control__pb2.FailoverPauseReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synco.v1.Control/Promote',
+            synco_dot_v1_dot_peer__pb2.PromoteRequest.SerializeToString,
+            synco_dot_v1_dot_peer__pb2.PromoteReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ The local control interface of an agent (synco-ctl), on a unix socket only root 
 from collections import abc as _abc
 from grpc import aio as _aio
 from synco.v1 import control_pb2 as _control_pb2
+from synco.v1 import peer_pb2 as _peer_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -34,7 +35,11 @@ class ControlStub:
     Status: _grpc.UnaryUnaryMultiCallable[_control_pb2.ClusterStatusRequest, _control_pb2.ClusterStatus]
     SyncNow: _grpc.UnaryUnaryMultiCallable[_control_pb2.SyncNowRequest, _control_pb2.SyncNowReply]
     Pause: _grpc.UnaryUnaryMultiCallable[_control_pb2.PauseRequest, _control_pb2.PauseReply]
+    """this node's pulls (synco-ctl pause-pulls)"""
     Resume: _grpc.UnaryUnaryMultiCallable[_control_pb2.ResumeRequest, _control_pb2.ResumeReply]
+    PauseFailover: _grpc.UnaryUnaryMultiCallable[_control_pb2.FailoverPauseRequest, _control_pb2.FailoverPauseReply]
+    """cluster-wide"""
+    Promote: _grpc.UnaryUnaryMultiCallable[_peer_pb2.PromoteRequest, _peer_pb2.PromoteReply]
 
 @_typing.type_check_only
 class ControlAsyncStub(ControlStub):
@@ -42,7 +47,11 @@ class ControlAsyncStub(ControlStub):
     Status: _aio.UnaryUnaryMultiCallable[_control_pb2.ClusterStatusRequest, _control_pb2.ClusterStatus]  # type: ignore[assignment]
     SyncNow: _aio.UnaryUnaryMultiCallable[_control_pb2.SyncNowRequest, _control_pb2.SyncNowReply]  # type: ignore[assignment]
     Pause: _aio.UnaryUnaryMultiCallable[_control_pb2.PauseRequest, _control_pb2.PauseReply]  # type: ignore[assignment]
+    """this node's pulls (synco-ctl pause-pulls)"""
     Resume: _aio.UnaryUnaryMultiCallable[_control_pb2.ResumeRequest, _control_pb2.ResumeReply]  # type: ignore[assignment]
+    PauseFailover: _aio.UnaryUnaryMultiCallable[_control_pb2.FailoverPauseRequest, _control_pb2.FailoverPauseReply]  # type: ignore[assignment]
+    """cluster-wide"""
+    Promote: _aio.UnaryUnaryMultiCallable[_peer_pb2.PromoteRequest, _peer_pb2.PromoteReply]  # type: ignore[assignment]
 
 class ControlServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -64,7 +73,8 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _control_pb2.PauseRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_control_pb2.PauseReply, _abc.Awaitable[_control_pb2.PauseReply]]: ...
+    ) -> _typing.Union[_control_pb2.PauseReply, _abc.Awaitable[_control_pb2.PauseReply]]:
+        """this node's pulls (synco-ctl pause-pulls)"""
 
     @_abc_1.abstractmethod
     def Resume(
@@ -72,5 +82,20 @@ class ControlServicer(metaclass=_abc_1.ABCMeta):
         request: _control_pb2.ResumeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.ResumeReply, _abc.Awaitable[_control_pb2.ResumeReply]]: ...
+
+    @_abc_1.abstractmethod
+    def PauseFailover(
+        self,
+        request: _control_pb2.FailoverPauseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_control_pb2.FailoverPauseReply, _abc.Awaitable[_control_pb2.FailoverPauseReply]]:
+        """cluster-wide"""
+
+    @_abc_1.abstractmethod
+    def Promote(
+        self,
+        request: _peer_pb2.PromoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.PromoteReply, _abc.Awaitable[_peer_pb2.PromoteReply]]: ...
 
 def add_ControlServicer_to_server(servicer: ControlServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

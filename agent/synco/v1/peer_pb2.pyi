@@ -90,6 +90,9 @@ class Heartbeat(_message.Message):
     LEASE_SECONDS_FIELD_NUMBER: _builtins.int
     RENEWAL_SENT_FIELD_NUMBER: _builtins.int
     ACTING_FIELD_NUMBER: _builtins.int
+    FAILOVER_PAUSED_FIELD_NUMBER: _builtins.int
+    PAUSE_VERSION_FIELD_NUMBER: _builtins.int
+    PAUSE_NOTE_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     """the server name in the backup script"""
     role: Global___Role.ValueType
@@ -121,6 +124,13 @@ class Heartbeat(_message.Message):
     """the master's own clock at sending; echoed, never compared"""
     acting: _builtins.bool
     """the elected master acts (DNS names it): pull from it"""
+    failover_paused: _builtins.bool
+    """Maintenance: an operator paused automatic failover cluster-wide. Every node keeps the
+    newest (pause_version) it has heard of, persisted, and passes it on in its heartbeats.
+    """
+    pause_version: _builtins.int
+    pause_note: _builtins.str
+    """who paused or resumed it, and when"""
     def __init__(
         self,
         *,
@@ -141,10 +151,13 @@ class Heartbeat(_message.Message):
         lease_seconds: _builtins.float = ...,
         renewal_sent: _builtins.float = ...,
         acting: _builtins.bool = ...,
+        failover_paused: _builtins.bool = ...,
+        pause_version: _builtins.int = ...,
+        pause_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acting", b"acting", "data_epoch", b"data_epoch", "epoch", b"epoch", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "ineligible", b"ineligible", "lease_seconds", b"lease_seconds", "master", b"master", "node", b"node", "paused", b"paused", "protocol_version", b"protocol_version", "renewal_sent", b"renewal_sent", "role", b"role", "sent_unix_ms", b"sent_unix_ms", "settings_hash", b"settings_hash", "unwatched", b"unwatched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acting", b"acting", "data_epoch", b"data_epoch", "epoch", b"epoch", "failover_paused", b"failover_paused", "generation", b"generation", "health", b"health", "health_reason", b"health_reason", "ineligible", b"ineligible", "lease_seconds", b"lease_seconds", "master", b"master", "node", b"node", "pause_note", b"pause_note", "pause_version", b"pause_version", "paused", b"paused", "protocol_version", b"protocol_version", "renewal_sent", b"renewal_sent", "role", b"role", "sent_unix_ms", b"sent_unix_ms", "settings_hash", b"settings_hash", "unwatched", b"unwatched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -197,12 +210,15 @@ class VoteRequest(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     DATA_EPOCH_FIELD_NUMBER: _builtins.int
     DATA_GENERATION_FIELD_NUMBER: _builtins.int
+    DIRECTED_FIELD_NUMBER: _builtins.int
     candidate: _builtins.str
     epoch: _builtins.int
     """a pre-vote: the epoch it would stand in (its own plus one)"""
     data_epoch: _builtins.int
     """the data it holds, or will catch up to before acting"""
     data_generation: _builtins.int
+    directed: _builtins.bool
+    """an operator promotes this candidate (synco-ctl promote)"""
     def __init__(
         self,
         *,
@@ -210,10 +226,11 @@ class VoteRequest(_message.Message):
         epoch: _builtins.int = ...,
         data_epoch: _builtins.int = ...,
         data_generation: _builtins.int = ...,
+        directed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "data_epoch", b"data_epoch", "data_generation", b"data_generation", "epoch", b"epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "data_epoch", b"data_epoch", "data_generation", b"data_generation", "directed", b"directed", "epoch", b"epoch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -248,6 +265,168 @@ class VoteReply(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VoteReply: _TypeAlias = VoteReply  # noqa: Y015
+
+@_typing.final
+class HandoverMessage(_message.Message):
+    """A switchover, step by step (see synco.core.switchover): prepare (master -> target),
+    ready (target -> master), release (master -> every peer).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MASTER_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    DATA_EPOCH_FIELD_NUMBER: _builtins.int
+    DATA_GENERATION_FIELD_NUMBER: _builtins.int
+    OK_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    master: _builtins.str
+    epoch: _builtins.int
+    target: _builtins.str
+    step: _builtins.str
+    data_epoch: _builtins.int
+    data_generation: _builtins.int
+    ok: _builtins.bool
+    reason: _builtins.str
+    request: _builtins.str
+    """the operator's request id"""
+    def __init__(
+        self,
+        *,
+        master: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        target: _builtins.str = ...,
+        step: _builtins.str = ...,
+        data_epoch: _builtins.int = ...,
+        data_generation: _builtins.int = ...,
+        ok: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        request: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_epoch", b"data_epoch", "data_generation", b"data_generation", "epoch", b"epoch", "master", b"master", "ok", b"ok", "reason", b"reason", "request", b"request", "step", b"step", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandoverMessage: _TypeAlias = HandoverMessage  # noqa: Y015
+
+@_typing.final
+class PromoteRequest(_message.Message):
+    """`synco-ctl promote`: asked of the local agent, which passes it on to the node that decides
+    (the live master, or else the target).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    dry_run: _builtins.bool
+    force: _builtins.bool
+    request: _builtins.str
+    """an id, to find this promote's steps in every node's status"""
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+        force: _builtins.bool = ...,
+        request: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "force", b"force", "request", b"request", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteRequest: _TypeAlias = PromoteRequest  # noqa: Y015
+
+@_typing.final
+class PromoteReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    PLAN_FIELD_NUMBER: _builtins.int
+    WARNING_FIELD_NUMBER: _builtins.int
+    ANSWERED_BY_FIELD_NUMBER: _builtins.int
+    ALREADY_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.bool
+    refusal: _builtins.str
+    """why not (or, with already, that there is nothing to do)"""
+    warning: _builtins.str
+    """--force: what may be lost"""
+    answered_by: _builtins.str
+    """the node that decided"""
+    already: _builtins.bool
+    """the target acts as master already"""
+    epoch: _builtins.int
+    """the epoch the deciding node was in"""
+    @_builtins.property
+    def plan(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """who would become master, and why every other node would not"""
+
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.bool = ...,
+        refusal: _builtins.str = ...,
+        plan: _abc.Iterable[_builtins.str] | None = ...,
+        warning: _builtins.str = ...,
+        answered_by: _builtins.str = ...,
+        already: _builtins.bool = ...,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "already", b"already", "answered_by", b"answered_by", "epoch", b"epoch", "plan", b"plan", "refusal", b"refusal", "warning", b"warning"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteReply: _TypeAlias = PromoteReply  # noqa: Y015
+
+@_typing.final
+class Promotion(_message.Message):
+    """This node's part in the last promote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    STEPS_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    request: _builtins.str
+    target: _builtins.str
+    failed: _builtins.bool
+    done: _builtins.bool
+    @_builtins.property
+    def steps(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """in order: the last ones"""
+
+    def __init__(
+        self,
+        *,
+        request: _builtins.str = ...,
+        target: _builtins.str = ...,
+        steps: _abc.Iterable[_builtins.str] | None = ...,
+        failed: _builtins.bool = ...,
+        done: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "failed", b"failed", "request", b"request", "steps", b"steps", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Promotion: _TypeAlias = Promotion  # noqa: Y015
 
 @_typing.final
 class WatchRequest(_message.Message):
@@ -336,6 +515,9 @@ class NodeStatus(_message.Message):
     FAILOVER_OFF_FIELD_NUMBER: _builtins.int
     DNS_LAGGING_FIELD_NUMBER: _builtins.int
     LAST_ELECTION_FIELD_NUMBER: _builtins.int
+    PROMOTION_FIELD_NUMBER: _builtins.int
+    CANDIDATE_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
     verdict: _builtins.str
     """the last cycle's verdict line"""
     master_generation: _builtins.int
@@ -358,12 +540,18 @@ class NodeStatus(_message.Message):
     """why automatic failover is off ("" when it is on)"""
     last_election: _builtins.str
     """the last election this node won: when, and why each other node did not"""
+    candidate: _builtins.str
+    """"" if this node may become master, else why not"""
+    phase: _builtins.str
+    """follower, pre-candidate, candidate or leader"""
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat: ...
     @_builtins.property
     def dns_lagging(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """the master: authoritative servers that do not serve it yet"""
 
+    @_builtins.property
+    def promotion(self) -> Global___Promotion: ...
     def __init__(
         self,
         *,
@@ -382,10 +570,13 @@ class NodeStatus(_message.Message):
         failover_off: _builtins.str = ...,
         dns_lagging: _abc.Iterable[_builtins.str] | None = ...,
         last_election: _builtins.str = ...,
+        promotion: Global___Promotion | None = ...,
+        candidate: _builtins.str = ...,
+        phase: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat", b"heartbeat", "promotion", b"promotion"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dns_lagging", b"dns_lagging", "election", b"election", "failover_off", b"failover_off", "heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_election", b"last_election", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "latest_snapshot", b"latest_snapshot", "lease_remaining", b"lease_remaining", "master_generation", b"master_generation", "next_snapshot_unix_ms", b"next_snapshot_unix_ms", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate", b"candidate", "dns_lagging", b"dns_lagging", "election", b"election", "failover_off", b"failover_off", "heartbeat", b"heartbeat", "lag_seconds", b"lag_seconds", "last_election", b"last_election", "last_pull_message", b"last_pull_message", "last_pull_ok", b"last_pull_ok", "last_pull_seconds", b"last_pull_seconds", "last_pull_unix_ms", b"last_pull_unix_ms", "latest_snapshot", b"latest_snapshot", "lease_remaining", b"lease_remaining", "master_generation", b"master_generation", "next_snapshot_unix_ms", b"next_snapshot_unix_ms", "phase", b"phase", "promotion", b"promotion", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -59,6 +59,16 @@ class PeerStub:
                 request_serializer=synco_dot_v1_dot_peer__pb2.VoteRequest.SerializeToString,
                 response_deserializer=synco_dot_v1_dot_peer__pb2.VoteReply.FromString,
                 _registered_method=True)
+        self.Handover = channel.unary_unary(
+                '/synco.v1.Peer/Handover',
+                request_serializer=synco_dot_v1_dot_peer__pb2.HandoverMessage.SerializeToString,
+                response_deserializer=synco_dot_v1_dot_peer__pb2.VoteReply.FromString,
+                _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/synco.v1.Peer/Promote',
+                request_serializer=synco_dot_v1_dot_peer__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=synco_dot_v1_dot_peer__pb2.PromoteReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -94,6 +104,19 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Handover(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Promote(self, request, context):
+        """passed on by a peer's agent
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +144,16 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.RequestVote,
                     request_deserializer=synco_dot_v1_dot_peer__pb2.VoteRequest.FromString,
                     response_serializer=synco_dot_v1_dot_peer__pb2.VoteReply.SerializeToString,
+            ),
+            'Handover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Handover,
+                    request_deserializer=synco_dot_v1_dot_peer__pb2.HandoverMessage.FromString,
+                    response_serializer=synco_dot_v1_dot_peer__pb2.VoteReply.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=synco_dot_v1_dot_peer__pb2.PromoteRequest.FromString,
+                    response_serializer=synco_dot_v1_dot_peer__pb2.PromoteReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +291,60 @@ class Peer:
             '/synco.v1.Peer/RequestVote',
             synco_dot_v1_dot_peer__pb2.VoteRequest.SerializeToString,
             synco_dot_v1_dot_peer__pb2.VoteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Handover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synco.v1.Peer/Handover',
+            synco_dot_v1_dot_peer__pb2.HandoverMessage.SerializeToString,
+            synco_dot_v1_dot_peer__pb2.VoteReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/synco.v1.Peer/Promote',
+            synco_dot_v1_dot_peer__pb2.PromoteRequest.SerializeToString,
+            synco_dot_v1_dot_peer__pb2.PromoteReply.FromString,
             options,
             channel_credentials,
             insecure,

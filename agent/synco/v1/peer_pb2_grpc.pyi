@@ -38,6 +38,9 @@ class PeerStub:
     Status: _grpc.UnaryUnaryMultiCallable[_peer_pb2.NodeStatusRequest, _peer_pb2.NodeStatus]
     PreVote: _grpc.UnaryUnaryMultiCallable[_peer_pb2.VoteRequest, _peer_pb2.VoteReply]
     RequestVote: _grpc.UnaryUnaryMultiCallable[_peer_pb2.VoteRequest, _peer_pb2.VoteReply]
+    Handover: _grpc.UnaryUnaryMultiCallable[_peer_pb2.HandoverMessage, _peer_pb2.VoteReply]
+    Promote: _grpc.UnaryUnaryMultiCallable[_peer_pb2.PromoteRequest, _peer_pb2.PromoteReply]
+    """passed on by a peer's agent"""
 
 @_typing.type_check_only
 class PeerAsyncStub(PeerStub):
@@ -47,6 +50,9 @@ class PeerAsyncStub(PeerStub):
     Status: _aio.UnaryUnaryMultiCallable[_peer_pb2.NodeStatusRequest, _peer_pb2.NodeStatus]  # type: ignore[assignment]
     PreVote: _aio.UnaryUnaryMultiCallable[_peer_pb2.VoteRequest, _peer_pb2.VoteReply]  # type: ignore[assignment]
     RequestVote: _aio.UnaryUnaryMultiCallable[_peer_pb2.VoteRequest, _peer_pb2.VoteReply]  # type: ignore[assignment]
+    Handover: _aio.UnaryUnaryMultiCallable[_peer_pb2.HandoverMessage, _peer_pb2.VoteReply]  # type: ignore[assignment]
+    Promote: _aio.UnaryUnaryMultiCallable[_peer_pb2.PromoteRequest, _peer_pb2.PromoteReply]  # type: ignore[assignment]
+    """passed on by a peer's agent"""
 
 class PeerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -83,5 +89,20 @@ class PeerServicer(metaclass=_abc_1.ABCMeta):
         request: _peer_pb2.VoteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.VoteReply, _abc.Awaitable[_peer_pb2.VoteReply]]: ...
+
+    @_abc_1.abstractmethod
+    def Handover(
+        self,
+        request: _peer_pb2.HandoverMessage,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.VoteReply, _abc.Awaitable[_peer_pb2.VoteReply]]: ...
+
+    @_abc_1.abstractmethod
+    def Promote(
+        self,
+        request: _peer_pb2.PromoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.PromoteReply, _abc.Awaitable[_peer_pb2.PromoteReply]]:
+        """passed on by a peer's agent"""
 
 def add_PeerServicer_to_server(servicer: PeerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
