@@ -66,7 +66,7 @@ def table(status: control_pb2.ClusterStatus) -> str:
             (
                 beat.node,
                 ROLES.get(beat.role, "?"),
-                "yes" if beat.role == peer_pb2.ROLE_MASTER else "",
+                "yes" if beat.role == peer_pb2.ROLE_MASTER and age != "LOST" else "",
                 str(beat.epoch),
                 str(beat.generation),
                 lag,
@@ -106,7 +106,9 @@ def table(status: control_pb2.ClusterStatus) -> str:
             f"automatic failover: PAUSED cluster-wide ({local.heartbeat.pause_note}): synco-ctl resume"
         )
     if local.election:
-        election += candidates([local] + [p.status for p in status.peers if p.status.HasField("heartbeat")])
+        election += candidates(
+            [local] + [p.status for p in status.peers if p.status.HasField("heartbeat") and p.reachable]
+        )
     return (
         "\n".join([*lines, *reasons])
         + f"\n\n{local.heartbeat.node}: {local.verdict}"

@@ -113,10 +113,10 @@ SetEnv HOME={home}
     return SshdFiles(config, user_key, known)
 
 
-def start_sshd(directory: Path) -> Sshd:
+def start_sshd(directory: Path, extra_names: tuple[str, ...] = ()) -> Sshd:
     sshd = need("sshd")
     port = free_port()
-    names = ["127.0.0.1", "127.0.0.2", "localhost", *(f"s0{i}.example.test" for i in (1, 2, 3))]
+    names = ["127.0.0.1", "127.0.0.2", "localhost", *(f"s0{i}.example.test" for i in (1, 2, 3)), *extra_names]
     files = prepare_sshd(directory, ["127.0.0.1", "127.0.0.2"], port, names)
     log = directory / "sshd.log"
     process = subprocess.Popen(

@@ -151,6 +151,7 @@ def test_a_dry_run_changes_nothing_and_a_promote_is_refused_with_its_reason(buil
         return status is not None and not status.local.heartbeat.master
 
     hosts.wait(masterless, f"{other} knows of no master")
+    time.sleep(LEASE)  # (and heard nothing from the two for a lease)
     refused = hosts.ctl_on(other, "promote", other)
     assert refused.returncode == 1 and "no majority: 2 of 4 voters" in refused.stderr, refused.stderr
     assert hosts.acting() == [] and hosts.epoch(other) == epoch

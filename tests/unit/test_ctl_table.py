@@ -51,7 +51,9 @@ def test_the_election_shows_under_the_verdict() -> None:
         heartbeat=peer_pb2.Heartbeat(node="w1", role=peer_pb2.ROLE_WITNESS, epoch=4)
     )
     text = table(
-        control_pb2.ClusterStatus(local=local, peers=[control_pb2.PeerView(node="w1", status=witness)])
+        control_pb2.ClusterStatus(
+            local=local, peers=[control_pb2.PeerView(node="w1", status=witness, reachable=True)]
+        )
     )
     lines = text.splitlines()
     assert lines[-6:] == [
@@ -85,7 +87,7 @@ def test_a_paused_cluster_and_each_nodes_candidacy() -> None:
             node="s02", role=peer_pb2.ROLE_REPLICA, epoch=4, ineligible="failing: /srv is not mounted"
         )
     )
-    peers = [control_pb2.PeerView(node=n.heartbeat.node, status=n) for n in (zero, heard)]
+    peers = [control_pb2.PeerView(node=n.heartbeat.node, status=n, reachable=True) for n in (zero, heard)]
     lines = table(control_pb2.ClusterStatus(local=local, peers=peers)).splitlines()
     assert lines[-3:] == [
         "automatic failover: PAUSED cluster-wide (paused on s01 at 2026-12-02T05:00:00Z): synco-ctl resume",

@@ -318,10 +318,11 @@ class Elector:
         if standing.node != self.me.node:
             self.standings[standing.node] = (standing, now)
 
-    def recent(self, now: float) -> list[Standing]:
+    def recent(self, now: float, within: float | None = None) -> list[Standing]:
         """The peers heard from within two leases (while a master holds its lease, the others
-        hear from each other every other heartbeat)."""
-        return [s for s, at in self.standings.values() if now - at <= 2 * self.timing.lease]
+        hear from each other every other heartbeat), or `within` seconds."""
+        window = 2 * self.timing.lease if within is None else within
+        return [s for s, at in self.standings.values() if now - at <= window]
 
     def rivals(self, now: float) -> list[Standing]:
         """The peers that may stand before this node: heard from recently, but not the master
@@ -870,9 +871,9 @@ class Elector:
         if self.paused:
             return "automatic failover is paused cluster-wide: resume it first (synco-ctl resume)"
         if not self.acting(now):
-            heard = sorted(
-                {s.node for s in self.recent(now)} & set(self.voters) | ({me} if self.votes else set())
-            )
+            # (a voter that answers heartbeats is heard every other one at least: within a lease)
+            live = {s.node for s in self.recent(now, self.timing.lease)}
+            heard = sorted(live & set(self.voters) | ({me} if self.votes else set()))
             needed = majority(len(self.voters))
             if len(heard) < needed:
                 return (

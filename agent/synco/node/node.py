@@ -673,6 +673,7 @@ class Node:
             if request.target not in self.script.server_names:
                 reply = peer_pb2.PromoteReply(refusal=f"there is no server {request.target!r} in the script")
             else:
+                epoch = elector.epoch  # (before: a forced promote takes the next one at once)
                 result, effects = elector.promote(
                     now, request.target, request.request, dry_run=request.dry_run, force=request.force
                 )
@@ -682,7 +683,7 @@ class Node:
                     refusal=result.refusal,
                     plan=list(result.plan),
                     already=result.already,
-                    epoch=elector.epoch,
+                    epoch=epoch,
                 )
                 if request.force and result.accepted:
                     reply.warning = self._what_may_be_lost()
