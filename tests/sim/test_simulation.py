@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from synco.core import election
+from synco.core import election, switchover
 from tests.sim.world import run_seed
 
 RUNS = int(os.environ.get("SYNCO_SIM_RUNS", "2000"))
@@ -62,6 +62,17 @@ def broken(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> I
             return reply, [e for e in effects if not isinstance(e, election.Persist)]
 
         monkeypatch.setattr(elector, "handle", forgetful)
+    elif request.param == "a switchover that releases before stepping down":
+
+        def release(self: election.Elector, now: float) -> list[election.Effect]:
+            handing, self.handing = self.handing, None
+            assert handing is not None
+            message = switchover.Handover(
+                self.me.node, self.epoch, handing.target, "release", handing.position, request=handing.request
+            )
+            return [election.Send(peer, message) for peer in self.peers]
+
+        monkeypatch.setattr(elector, "_release", release)
     yield
 
 
@@ -71,6 +82,7 @@ def broken(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> I
         ("no lease protection", "two nodes act as master"),
         ("acting without a lease", "two nodes act as master"),
         ("votes not persisted", "before persisting it"),
+        ("a switchover that releases before stepping down", "two nodes act as master"),
     ],
     indirect=["broken"],
 )

@@ -1,6 +1,8 @@
 """A deterministic world for the election: the agents' pure Electors on a fake clock and an
 in-memory network, with faults (loss, delay, partitions, pauses, crashes and restarts,
-clock-rate drift, a DNS primary that goes away), seeded and replayable.
+clock-rate drift, a DNS primary that goes away) and operators (a `synco-ctl promote` of a
+random node, asked of the acting master or of the node; failover paused for maintenance),
+seeded and replayable.
 
 Everything random comes from one `random.Random(seed)`: the same seed gives the same run,
 event for event. `run(seed)` returns the violations the checker found (none, we hope), and
@@ -116,6 +118,8 @@ class World:
         self.elections = 0
         self.failovers = 0
         self.last_acting: str | None = None
+        self.maintenance_until = 0.0  # an operator paused failover cluster-wide until then
+        self.promotes = 0
         for node in self.nodes.values():
             self._boot(node)
 
@@ -155,6 +159,7 @@ class World:
             now,
             random.Random(self.rng.random()),
         )
+        node.elector.paused = self.t < self.maintenance_until  # (persisted, in the agents)
         if node.disk.ballot.epoch < node.used_epoch:
             self.violate(
                 f"{node.name} restarted at epoch {node.disk.ballot.epoch} after using {node.used_epoch}"
@@ -194,7 +199,8 @@ class World:
         assert node.elector is not None
         now = node.local(self.t)
         elector = node.elector
-        if elector.acting(now) and self.rng.random() < 0.3:  # the applications write on the master
+        # the applications write on the master (not counted while it hands over: frozen)
+        if elector.acting(now) and elector.handing is None and self.rng.random() < 0.3:
             node.disk.position = Position(elector.epoch, node.disk.position.generation + 1)
         elector.update_self(self.standing(node))
         self._apply(node, elector.tick(now))
@@ -420,6 +426,32 @@ class World:
         self.log(f"restart {node.name} (epoch {node.disk.ballot.epoch})")
         self._boot(node)
 
+    def promote(self, target: SimNode) -> None:
+        """An operator promotes `target`, asking the acting master (a switchover) or, with
+        none, the target itself (a directed election), as synco-ctl's local agent would."""
+        asker = self.nodes[self._acting() or target.name]
+        self.promotes += 1
+        request = f"promote-{self.promotes}"
+
+        def ask() -> None:
+            assert asker.elector is not None
+            answer, effects = asker.elector.promote(asker.local(self.t), target.name, request)
+            self.log(f"promote {target.name} asked of {asker.name}: {answer.refusal or 'accepted'}")
+            self._apply(asker, effects)
+
+        self._deliver(asker, ask)
+
+    def maintenance(self, until: float) -> None:
+        self.maintenance_until = until
+        self.log(f"failover paused cluster-wide until {until:.3f}")
+        self._set_paused(True)
+        self.at(until, lambda: self._set_paused(self.t < self.maintenance_until))
+
+    def _set_paused(self, paused: bool) -> None:
+        for node in self.nodes.values():
+            if node.elector is not None:
+                node.elector.paused = paused
+
     def _cut_briefly(self, name: str) -> None:
         self.partition({name}, self.t + 0.2)
 
@@ -440,7 +472,19 @@ class World:
         for _ in range(self.scenario.faults):
             when = self.rng.uniform(start, end)
             length = self.rng.uniform(0.2, 3 * lease)
-            kind = self.rng.choice(["partition", "partition", "pause", "crash", "dns", "isolate", "flap"])
+            kind = self.rng.choice(
+                [
+                    "partition",
+                    "partition",
+                    "pause",
+                    "crash",
+                    "dns",
+                    "isolate",
+                    "flap",
+                    "promote",
+                    "maintenance",
+                ]
+            )
             node = self.nodes[self.rng.choice(names)]
 
             def fault(kind: str = kind, node: SimNode = node, length: float = length) -> None:
@@ -458,6 +502,10 @@ class World:
                     self.pause(self.nodes[self._acting() or node.name], until)
                 elif kind == "crash":
                     self.crash(self.nodes[self._acting() or node.name], until)
+                elif kind == "promote":
+                    self.promote(node)
+                elif kind == "maintenance":
+                    self.maintenance(until)
                 else:
                     self.dns_outage(until)
 
@@ -468,6 +516,8 @@ class World:
         self.cut.clear()
         self.loss = 0.0
         self.dns_up = True
+        self.maintenance_until = 0.0
+        self._set_paused(False)
         down: set[str] = set()
         if self.rng.random() < 0.3:
             eligible = [n.name for n in self.nodes.values() if n.priority > 0 and not n.witness]
