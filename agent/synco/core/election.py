@@ -306,7 +306,9 @@ class Elector:
 
     def lease_remaining(self, now: float) -> float:
         deadline = self.lease_deadline()
-        return 0.0 if deadline is None else max(0.0, deadline - now)
+        if deadline is None or deadline == float("inf"):
+            return 0.0  # (forced: it acts without a lease; its verdict says so)
+        return max(0.0, deadline - now)
 
     # -- observations ----------------------------------------------------------------------------
 
@@ -939,7 +941,7 @@ class Elector:
         # "release": the master stopped acting; grant its target alone for a lease
         if message.epoch > self.epoch:
             effects += self._adopt(now, message.epoch, f"{message.master} led epoch {message.epoch}")
-        elif self.leader not in (None, message.master) or self.phase != Phase.FOLLOWER:
+        elif message.master not in (self.leader, self.lease_holder) or self.phase != Phase.FOLLOWER:
             return answer(False, f"{self.me.node} does not follow {message.master}"), effects
         self.leader, self.leader_acting = None, False
         self.lease_holder, self.lease_until = message.target, now + self.timing.lease
