@@ -101,6 +101,8 @@ def table(status: control_pb2.ClusterStatus) -> str:
             election.append(f"last election: {local.last_election}")
     if local.dns_lagging:
         election.append(f"DNS not serving this master yet: {', '.join(local.dns_lagging)}")
+    if local.election and not local.heartbeat.failover_paused:
+        election.append("automatic failover: on (synco-ctl pause stops it cluster-wide)")
     if local.heartbeat.failover_paused:
         election.append(
             f"automatic failover: PAUSED cluster-wide ({local.heartbeat.pause_note}): synco-ctl resume"

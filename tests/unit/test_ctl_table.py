@@ -56,11 +56,12 @@ def test_the_election_shows_under_the_verdict() -> None:
         )
     )
     lines = text.splitlines()
-    assert lines[-6:] == [
+    assert lines[-7:] == [
         "s02: master of epoch 4, generation 7",
         "election: master of epoch 4 (lease 1.6 s left)",
         f"last election: {LAST}",
         "DNS not serving this master yet: 192.0.2.53",
+        "automatic failover: on (synco-ctl pause stops it cluster-wide)",
         "candidates: s02 (master)",
         "not candidates: w1 (a witness holds no data)",
     ]
