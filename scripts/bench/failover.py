@@ -65,21 +65,17 @@ from benchlib import REPO, emit, need_packages, percentile
 
 sys.path.insert(0, str(REPO))
 
-from tests.support.failover_hosts import DNS_HOSTS, MASTER, THREE, FailoverHosts, Timings, failover_hosts
+from tests.support.failover_hosts import (
+    DNS_HOSTS,
+    MASTER,
+    PROFILES,
+    THREE,
+    FailoverHosts,
+    Timings,
+    failover_hosts,
+)
 from tests.support.netns import SUBNET, Network
 
-from synco.core.model import AgentSettings
-
-DEFAULTS = AgentSettings()
-PROFILES = {
-    "default": Timings(
-        heartbeat_interval=DEFAULTS.heartbeat_interval,
-        lease=DEFAULTS.lease,
-        lease_margin=DEFAULTS.lease_margin,
-        master_poll=DEFAULTS.master_poll,
-    ),
-    "fastest": Timings(heartbeat_interval=0.2, lease=0.8, lease_margin=0.1, master_poll=2.0),
-}
 LINE = re.compile(r"^(\S+ \S+) \S+ (\S+): master is now (\S+) \(was (\S+)\)", re.MULTILINE)
 
 WATCHER = """

@@ -4,8 +4,8 @@ content) on every copy, for Synco and for lsyncd, measured the same way in the s
 Synco: three agents on this machine talking mutual TLS (tests/support/agents.py), the two
 replicas pulling from the master, twice too: with the default settings (a change settles
 for `debounce` = 0.2 s before the replicas pull), and with `debounce = 0.01`, its smallest
-useful setting, to compare with lsyncd's smallest delay. lsyncd (the Debian package, installed if missing): run in
-the foreground on a tree of the same kind (an empty source directory) with one
+useful setting, to compare with lsyncd's smallest delay. lsyncd (the Debian package,
+installed if missing): run in the foreground on a tree of the same kind (an empty source directory) with one
 `sync { default.rsync }` per target, so two local rsync targets, twice:
 
 - default: default.rsync as it comes, its `delay` (15 s in lsyncd 2.2.3) included;

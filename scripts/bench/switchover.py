@@ -59,20 +59,16 @@ from benchlib import REPO, emit, percentile
 
 sys.path.insert(0, str(REPO))
 
-from tests.support.failover_hosts import THREE, DnsAnswer, FailoverHosts, Timings, Written, failover_hosts
+from tests.support.failover_hosts import (
+    PROFILES,
+    THREE,
+    DnsAnswer,
+    FailoverHosts,
+    Timings,
+    Written,
+    failover_hosts,
+)
 
-from synco.core.model import AgentSettings
-
-DEFAULTS = AgentSettings()
-PROFILES = {
-    "default": Timings(
-        heartbeat_interval=DEFAULTS.heartbeat_interval,
-        lease=DEFAULTS.lease,
-        lease_margin=DEFAULTS.lease_margin,
-        master_poll=DEFAULTS.master_poll,
-    ),
-    "fastest": Timings(heartbeat_interval=0.2, lease=0.8, lease_margin=0.1, master_poll=2.0),
-}
 FINAL_PULL = re.compile(r"final pull of generation (\d+) done in ([0-9.]+) s")
 ACTS = re.compile(r"acts as master of epoch (\d+)")
 WRITE_EVERY = 0.01

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import grpc
 
+from synco.core.model import AgentSettings
 from synco.v1 import control_pb2, control_pb2_grpc
 from tests.support.agents import issue_certificates, wait_until
 from tests.support.cli import read_tree, write_tree
@@ -90,6 +91,18 @@ class Timings:
             "pull_retry",
         )
         return "".join(f"{key} = {getattr(self, key)}\n" for key in keys)
+
+
+_DEFAULTS = AgentSettings()
+PROFILES = {  # the timings the benchmarks run: the product's defaults, and the fastest documented
+    "default": Timings(
+        heartbeat_interval=_DEFAULTS.heartbeat_interval,
+        lease=_DEFAULTS.lease,
+        lease_margin=_DEFAULTS.lease_margin,
+        master_poll=_DEFAULTS.master_poll,
+    ),
+    "fastest": Timings(heartbeat_interval=0.2, lease=0.8, lease_margin=0.1, master_poll=2.0),
+}
 
 
 @dataclass(frozen=True)
