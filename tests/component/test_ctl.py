@@ -160,7 +160,10 @@ NODE = {
     "failoverOff",
     "dnsLagging",
     "lastElection",
+    "candidate",
+    "phase",
 }
+NODE_WHEN_SET = {"promotion"}  # a message: shown once the node took part in a promote
 HEARTBEAT = {
     "node",
     "role",
@@ -179,6 +182,9 @@ HEARTBEAT = {
     "leaseSeconds",
     "renewalSent",
     "acting",
+    "failoverPaused",
+    "pauseVersion",
+    "pauseNote",
 }
 PEER = {"node", "status", "lastHeartbeatUnixMs", "reachable", "error"}
 
@@ -214,4 +220,4 @@ def test_status_json_field_names_are_stable_and_documented(tmp_path: Path) -> No
     assert isinstance(peers, list) and [p["node"] for p in peers] == ["s01"]
     assert set(peers[0]) == PEER
     assert set(peers[0]["status"]) == NODE and set(peers[0]["status"]["heartbeat"]) == HEARTBEAT
-    assert documented_fields() == TOP_LEVEL | NODE | HEARTBEAT | PEER
+    assert documented_fields() == TOP_LEVEL | NODE | NODE_WHEN_SET | HEARTBEAT | PEER

@@ -176,6 +176,6 @@ def test_winning_is_logged_with_why_the_others_did_not_win(
 
     with caplog.at_level("INFO", logger="synco.agent"):
         node = asyncio.run(scenario())
-    assert node.last_election.endswith("won epoch 1"), node.last_election
-    assert "s01: won epoch 1" in caplog.text
+    assert node.last_election.endswith("won epoch 1 (votes from s01, s02)"), node.last_election
+    assert "s01: won epoch 1 (votes from s01, s02)" in caplog.text
     assert node.metrics.elections._value.get() == 1  # type: ignore[attr-defined]
