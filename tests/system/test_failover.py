@@ -99,4 +99,5 @@ def test_moving_the_name_by_hand_makes_the_agents_elect_the_server_it_names(
     assert moved.returncode == 0, moved.stderr
     wait_until(lambda: acting(cluster, NAMES) == [target], f"{target} elected", timeout=20)
     wait_until(lambda: dns_names(named, name) == [target, target], f"DNS names {target} with its epoch")
-    assert "DNS carries epoch" in cluster.log(first)
+    # whichever node reads the record first adopts its epoch; the others learn it from it
+    assert any("DNS carries epoch" in cluster.log(n) for n in NAMES)
