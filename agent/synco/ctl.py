@@ -213,8 +213,9 @@ def ask(path: str, arguments: argparse.Namespace) -> int:
 
 
 def pause_failover(stub: control_pb2_grpc.ControlStub, paused: bool) -> int:
-    """Pause or resume automatic failover, then say which nodes have heard of it (a node that
-    is down learns it from the others' heartbeats when it is back)."""
+    """Pause or resume automatic failover, then say which nodes have it: exit 1 if a node
+    that answers reports another (newer) pause or resume; a node that does not answer learns
+    it from the others' heartbeats when it is back."""
     try:
         reply = stub.PauseFailover(control_pb2.FailoverPauseRequest(paused=paused), timeout=6)
     except grpc.RpcError as error:
@@ -223,20 +224,33 @@ def pause_failover(stub: control_pb2_grpc.ControlStub, paused: bool) -> int:
             return EXIT_FAILED
         raise
     what = "paused" if paused else "resumed"
+    if reply.paused != paused:
+        print(f"synco-ctl: error: a newer pause or resume was made meanwhile: {reply.note}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"automatic failover {what} cluster-wide ({reply.note})")
     deadline = time.monotonic() + 5.0
     while True:
         status = stub.Status(control_pb2.ClusterStatusRequest(), timeout=5)
-        nodes = [status.local] + [p.status for p in status.peers if p.status.HasField("heartbeat")]
-        have = sorted(n.heartbeat.node for n in nodes if n.heartbeat.pause_note == reply.note)
-        others = sorted({status.local.heartbeat.node, *(p.node for p in status.peers)} - set(have))
-        if not others or time.monotonic() > deadline:
+        answered = {status.local.heartbeat.node: status.local.heartbeat}
+        for peer in status.peers:
+            if peer.reachable and peer.status.HasField("heartbeat"):
+                answered[peer.node] = peer.status.heartbeat
+        have = sorted(name for name, beat in answered.items() if beat.pause_note == reply.note)
+        differ = sorted(set(answered) - set(have))
+        away = sorted({p.node for p in status.peers} - set(answered))
+        if not differ or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     print(
         f"heard by {', '.join(have)}"
-        + (f"; not yet by {', '.join(others)} (they learn it when they are back)" if others else "")
+        + (f"; not by {', '.join(away)} (it learns it when it is back)" if away else "")
     )
+    if differ:
+        notes = "; ".join(f"{name}: {answered[name].pause_note or 'never paused'}" for name in differ)
+        print(
+            f"synco-ctl: error: {', '.join(differ)} report another pause or resume ({notes})", file=sys.stderr
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 

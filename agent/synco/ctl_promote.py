@@ -88,7 +88,7 @@ def promote(
             True, f"dry run: {reply.answered_by} would promote {target}; nothing changed", reply
         )
     old_master = reply.answered_by if reply.answered_by != target else ""
-    progress.step(reply.answered_by, f"accepted the promote of {target} (epoch {reply.epoch})")
+    progress.step(reply.answered_by, f"accepted the promote of {target} (in epoch {reply.epoch})")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         nodes = _statuses(stub)

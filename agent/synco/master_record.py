@@ -77,6 +77,8 @@ def publish(script: Script, me: str, epoch: int, attempts: int = 3) -> Published
             named = server_of(script, authority, current)
             if current.epoch is not None and current.epoch > epoch:
                 return Published(PublishOutcome.STALE, current.epoch, f"DNS carries epoch {current.epoch}")
+            if current.epoch == epoch and named != me:  # (only a --force elsewhere can do this)
+                return Published(PublishOutcome.STALE, epoch, f"DNS names {named} with epoch {epoch}")
             values = desired_values(script, authority, script.server(me))
             desired = (
                 RecordState.cname(values[0], epoch)

@@ -22,6 +22,7 @@ from synco.core.election import (
     PreVote,
     Publish,
     PublishOutcome,
+    Renewal,
     Send,
 )
 from synco.core.ranking import NO_DATA, Position, Standing
@@ -311,3 +312,46 @@ def test_plan_names_a_node_that_ranks_first_but_was_not_chosen() -> None:
         "a: ranks before b on its own, but the operator chose b",
         "c: not eligible (a witness holds no data)",
     )
+
+
+def test_a_restarted_node_protects_an_unknown_lease_against_a_promote_too() -> None:
+    net = cluster()
+    now = elect_a(net)
+    # b restarts: it may have granted a lease it no longer remembers
+    b = Elector(Standing("b", DATA, 100), VOTERS, ("a", "c"), TIMING, Ballot(2, "a"), now, random.Random(3))
+    for force in (False, True):
+        answer, effects = b.promote(now + 0.01, "b", "r11", force=force)
+        assert not answer.accepted and effects == []
+        assert "a master (unknown: this node restarted) holds its lease here" in answer.refusal
+
+
+def test_a_directed_node_that_granted_another_masters_lease_does_not_stand() -> None:
+    net = cluster()
+    now = START + TIMING.lease + 0.01
+    net.observe_all(now)
+    b = net.nodes["b"]
+    answer, _ = b.promote(now, "b", "r12")  # directed; its pre-votes get lost
+    assert answer.accepted
+    b.round = None  # (the round gave up)
+    b.handle(now + 0.1, Renewal("c", 2, TIMING.lease, now, True))  # c won epoch 2 meanwhile
+    assert b.tick(now + 0.2) == [] and b.phase == Phase.FOLLOWER
+
+
+def test_force_takes_an_epoch_above_any_seen_and_a_second_master_of_one_epoch_is_refused() -> None:
+    net = cluster()
+    now = elect_a(net)
+    net.down |= {"a", "b"}
+    late = now + 3 * TIMING.lease
+    c = net.nodes["c"]
+    c.promote(late, "c", "r13", force=True, seen_epoch=6)
+    assert c.epoch == 7 and c.phase == Phase.LEADER
+    # a voter already following another master of an epoch refuses a second one's renewals
+    voter = Elector(
+        Standing("b", DATA, 100), VOTERS, ("a", "c"), TIMING, Ballot(7, None), START, random.Random(4)
+    )
+    assert voter.handle(late, Renewal("x", 7, TIMING.lease, late, True))[0].granted
+    reply, _ = voter.handle(late + 0.1, Renewal("c", 7, TIMING.lease, late, True))
+    assert not reply.granted and reply.reason == "x is the master of epoch 7 here"
+    # DNS naming another master of its own epoch makes the forced one step down
+    c.published_as(late, PublishOutcome.STALE, 7, "DNS names x with epoch 7")
+    assert c.phase == Phase.FOLLOWER and "another master of epoch 7" in c.verdict

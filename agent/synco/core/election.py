@@ -397,8 +397,10 @@ class Elector:
 
     def _maybe_stand(self, now: float) -> list[Effect]:
         directed = now < self.directed_until  # an operator promotes this node: it stands now
-        if now < self.lease_until and not directed:
-            return []  # a master (or an unknown one, after a restart) may still hold its lease
+        if now < self.lease_until:
+            # a master (or an unknown one, after a restart) may still hold its lease: never
+            # bypassed (a switchover's target was released from it; a promote refused with it)
+            return []
         if self.me.ineligible or (self.paused and not directed):
             why = (
                 "automatic failover is paused"
@@ -610,6 +612,12 @@ class Elector:
             ), effects
         if renewal.epoch > self.epoch:
             effects += self._adopt(now, renewal.epoch, f"{renewal.master} leads epoch {renewal.epoch}")
+        elif self.leader not in (None, renewal.master):
+            # two masters renewing in one epoch can only come of a --force: keep the first
+            reason = f"{self.leader} is the master of epoch {self.epoch} here"
+            return Reply(
+                "renewal", self.me.node, self.epoch, False, reason, renewal.epoch, renewal.sent_at
+            ), effects
         elif self.phase != Phase.FOLLOWER:
             self._step_down(now, f"{renewal.master} leads epoch {self.epoch}")
         self._heard_leader(now, renewal.master)
@@ -743,6 +751,9 @@ class Elector:
         self.publishing = False
         if outcome == PublishOutcome.STALE and epoch is not None and epoch > self.epoch:
             return self._adopt(now, epoch, f"DNS carries epoch {epoch}: another master was elected")
+        if outcome == PublishOutcome.STALE and epoch == self.epoch and self.phase == Phase.LEADER:
+            self._step_down(now, f"DNS names another master of epoch {epoch} ({reason}): stepping down")
+            return []
         if self.phase != Phase.LEADER:
             return []
         if outcome == PublishOutcome.APPLIED and epoch == self.epoch:
@@ -813,10 +824,18 @@ class Elector:
     # -- an operator's promote (synco.core.switchover) ------------------------------------------
 
     def promote(
-        self, now: float, target: str, request: str, *, dry_run: bool = False, force: bool = False
+        self,
+        now: float,
+        target: str,
+        request: str,
+        *,
+        dry_run: bool = False,
+        force: bool = False,
+        seen_epoch: int = 0,
     ) -> tuple[Answer, list[Effect]]:
         """`synco-ctl promote target`, asked of this node: of the master (a switchover) or of
-        the target (no live master: a directed election, or --force)."""
+        the target (no live master: a directed election, or --force, which takes an epoch
+        above any it has seen: its own, its peers' heartbeats', DNS's: `seen_epoch`)."""
         me = self.me.node
         known = {s.node: s for s in self.recent(now)}
         known[me] = self.me
@@ -832,7 +851,7 @@ class Elector:
         if self.acting(now):
             return Answer(True, "", lines), self._hand_over(now, target, request)
         if force:
-            return Answer(True, "", lines), self._force(now, request)
+            return Answer(True, "", lines), self._force(now, request, seen_epoch)
         self.directed_until, self.directed_request = now + 2 * self.timing.lease, request
         self.retry_at = now
         self._promotion_step(request, me, f"no live master: standing for epoch {epoch} at once")
@@ -858,8 +877,8 @@ class Elector:
         elif self.phase == Phase.LEADER:
             return f"{me} is elected in epoch {self.epoch} already: it acts once caught up and named by DNS"
         else:
-            holder = self.leased_to(now)
-            if holder is not None and holder != me:
+            if now < self.lease_until and self.lease_holder != me:
+                holder = self.lease_holder or "a master (unknown: this node restarted)"
                 return (
                     f"{holder} holds its lease here for {self.lease_until - now:.1f} s more: it is the live "
                     "master" + (" (--force is refused while a live master holds its lease)" if force else "")
@@ -996,10 +1015,10 @@ class Elector:
         )
         return [Send(peer, message) for peer in self.peers]
 
-    def _force(self, now: float, request: str) -> list[Effect]:
-        """--force: the next epoch, this node's own vote, and acting without a majority's lease
-        until a majority grants it one (the operator takes responsibility)."""
-        self.ballot = Ballot(self.epoch + 1, self.me.node)
+    def _force(self, now: float, request: str, seen_epoch: int) -> list[Effect]:
+        """--force: an epoch above any seen, this node's own vote, and acting without a
+        majority's lease until a majority grants it one (the operator takes responsibility)."""
+        self.ballot = Ballot(max(self.epoch, seen_epoch) + 1, self.me.node)
         self.round = None
         self.directed_request = request
         self.forced = True

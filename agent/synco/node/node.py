@@ -86,6 +86,7 @@ HEALTH = {
     Level.DEGRADED: peer_pb2.HEALTH_DEGRADED,
     Level.FAILING: peer_pb2.HEALTH_FAILING,
 }
+MAX_PAUSE_VERSION = 1 << 48  # one per operator's pause or resume: never reached, but bounded
 MAX_CYCLE_BACKOFF = 10.0  # below half of the unit's WatchdogSec: a failing loop still pings
 
 
@@ -374,6 +375,8 @@ class Node:
             return f"protocol version {heartbeat.protocol_version}, expected {PROTOCOL_VERSION}"
         if heartbeat.settings_hash != self.hash:
             return "different cluster timing settings: every agent must run the same [agent] settings"
+        if heartbeat.pause_version > MAX_PAUSE_VERSION or len(heartbeat.pause_note) > 200:
+            return "a pause version or note out of range"
         return None
 
     def record_peer(self, heartbeat: peer_pb2.Heartbeat) -> None:
@@ -433,6 +436,8 @@ class Node:
             if self.pull_task is not None:
                 self.pull_task.cancel()
             await asyncio.gather(*tasks, *(t for t in [self.pull_task] if t), return_exceptions=True)
+            if self.was_acting:
+                self.state = replace(self.state, stopped_acting_unix=self.wall())
             save_state(self.state_path, self.state)
             if self.was_acting:  # a master that stops acts no more: its demote hooks say so
                 self.was_acting = False
@@ -543,6 +548,9 @@ class Node:
         its role-change hooks, queued to run in order."""
         acting, self.was_acting = self.is_master, self.is_master
         me = self.me.name
+        if not acting:
+            self.state = replace(self.state, stopped_acting_unix=self.wall())
+            save_state(self.state_path, self.state)
         own = "witness" if self.is_witness else "backup" if self.is_backup else "replica"
         elector = self.elector
         if acting:
@@ -618,14 +626,12 @@ class Node:
         requests, self.pause_requests = self.pause_requests, []
         for wanted, _ in requests:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.wall()))
-            version, paused = max(version, *self._pause_versions()) + 1, wanted
-            note = f"{'paused' if wanted else 'resumed'} on {self.me.name} at {stamp}"
+            version, paused = max([version, *self._pause_versions()]) + 1, wanted
+            note = f"{stamp}: {'paused' if wanted else 'resumed'} on {self.me.name}"
         for view in self.peers.values():
             beat = view.heartbeat
-            if beat is None:
-                continue
-            newer = beat.pause_version > version
-            if newer or (beat.pause_version == version and beat.failover_paused and not paused):
+            # the newest wins: the higher version, then (two operators at once) the later note
+            if beat is not None and (beat.pause_version, beat.pause_note) > (version, note):
                 version, paused, note = beat.pause_version, beat.failover_paused, beat.pause_note
         if (version, paused, note) != (state.pause_version, state.failover_paused, state.pause_note):
             self.state = replace(state, pause_version=version, failover_paused=paused, pause_note=note)
@@ -675,7 +681,12 @@ class Node:
             else:
                 epoch = elector.epoch  # (before: a forced promote takes the next one at once)
                 result, effects = elector.promote(
-                    now, request.target, request.request, dry_run=request.dry_run, force=request.force
+                    now,
+                    request.target,
+                    request.request,
+                    dry_run=request.dry_run,
+                    force=request.force,
+                    seen_epoch=self._highest_epoch_seen(),
                 )
                 self._carry_out(effects)
                 reply = peer_pb2.PromoteReply(
@@ -697,6 +708,13 @@ class Node:
             reply.answered_by = self.me.name
             if not answer.done():
                 answer.set_result(reply)
+
+    def _highest_epoch_seen(self) -> int:
+        """The highest epoch this node heard of: in its peers' last heartbeats, or in DNS."""
+        epochs = [v.heartbeat.epoch for v in self.peers.values() if v.heartbeat is not None]
+        if self.dns_named is not None and self.dns_named[1] is not None:
+            epochs.append(self.dns_named[1])
+        return max([self.state.epoch, *epochs])
 
     def _what_may_be_lost(self) -> str:
         heard = []
@@ -809,7 +827,7 @@ class Node:
                 elif not reply.accepted:
                     self.peers[server.name].error = f"refused our heartbeat: {reply.reason}"
             elif isinstance(message, Handover):
-                answer = await stub.Handover(handover_message(message), timeout=timeout)
+                answer = await self._handover_call(stub, server, message, timeout)
                 if answer.voter == server.name:
                     self.election_replies.append(from_vote_reply("handover", message.epoch, answer))
             else:
@@ -822,6 +840,30 @@ class Node:
             self.peers[server.name].error = f"{error.code().name}: {error.details()}"
             return
         self.wake.set()
+
+    async def _handover_call(
+        self, stub: peer_pb2_grpc.PeerAsyncStub, server: Server, message: Handover, timeout: float
+    ) -> peer_pb2.VoteReply:
+        """A switchover's step: a "ready" is tried three times (the master waits for it); a
+        "prepare" that does not reach the target ends the switchover at once (the master would
+        stay frozen for nothing)."""
+        tries = 3 if message.step == "ready" else 1
+        for attempt in range(tries):
+            try:
+                answer: peer_pb2.VoteReply = await stub.Handover(handover_message(message), timeout=timeout)
+                return answer
+            except grpc.aio.AioRpcError as error:
+                if attempt + 1 < tries:
+                    await asyncio.sleep(0.3)
+                    continue
+                if message.step == "prepare":
+                    why = f"not reached: {error.code().name}"
+                    self.election_replies.append(
+                        Reply("handover", server.name, message.epoch, False, why, message.epoch)
+                    )
+                    self.wake.set()
+                raise
+        raise AssertionError("unreachable")
 
     async def _publish(self, epoch: int) -> None:
         """The DNS compare-and-set that lets the elected master act (in a thread: dnspython
@@ -1058,14 +1100,22 @@ class Node:
 
     def _keep_aside_for(self, source: str) -> str | None:
         """Where a pull from `source` keeps what it would overwrite or delete: a new source,
-        or this node acted as master since its last pull (its own writes); None otherwise."""
-        if self.state.pulled_master == source and not self.state.acted_as_master:
+        or this node acted as master since its last pull (its own writes), or it stopped
+        acting lately (clients that still hold the old DNS answer write here for up to the
+        record's TTL); None otherwise."""
+        since = self.wall() - self.state.stopped_acting_unix
+        window = (self.script.dns.ttl if self.script.dns else 0) + 2 * self.settings.lease
+        recent = since < window
+        if self.state.pulled_master == source and not self.state.acted_as_master and not recent:
             return None
         stamp = time.strftime("%Y.%m.%d-%H.%M.%S", time.gmtime(self.wall()))
         keep_aside = str(self.state_path.parent / "kept-aside" / self.me.name / stamp)
+        first = self.state.pulled_master != source or self.state.acted_as_master
+        why = "first pull" if first else f"a pull {since:.0f} s after acting as master"
         log.warning(
-            "%s: first pull from %s: files it would overwrite or delete go to %s",
+            "%s: %s from %s: files it would overwrite or delete go to %s",
             self.me.name,
+            why,
             source,
             keep_aside,
         )

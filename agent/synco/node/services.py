@@ -117,6 +117,10 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         refused = self.node.authorize(caller(context.auth_context()), None)
         if refused is not None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+        if request.force:  # only root on the target itself may force it (its control socket)
+            return peer_pb2.PromoteReply(
+                refusal="a forced promote is not passed on between agents", answered_by=self.node.me.name
+            )
         return await decide_promote(self.node, request)
 
     async def WatchChanges(
@@ -274,6 +278,12 @@ class ControlService(control_pb2_grpc.ControlServicer):
         node = self.node
         if node.elector is None or request.target not in node.script.server_names:
             return await decide_promote(node, request)
+        if request.force and request.target != node.me.name:
+            return peer_pb2.PromoteReply(
+                refusal=f"run promote --force on {request.target} itself (--as {request.target}): "
+                "a forced promote is not passed on between agents",
+                answered_by=node.me.name,
+            )
         route = node.promote_route(request.target, request.force)
         if route == node.me.name:
             return await decide_promote(node, request)
