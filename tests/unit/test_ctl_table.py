@@ -72,7 +72,7 @@ def test_a_paused_cluster_and_each_nodes_candidacy() -> None:
     paused = {
         "failover_paused": True,
         "pause_version": 3,
-        "pause_note": "paused on s01 at 2026-12-02T05:00:00Z",
+        "pause_note": "2026-12-02T05:00:00Z: paused on s01",
     }
     local = peer_pb2.NodeStatus(
         heartbeat=peer_pb2.Heartbeat(node="s01", role=peer_pb2.ROLE_MASTER, epoch=4, acting=True, **paused),
@@ -91,7 +91,7 @@ def test_a_paused_cluster_and_each_nodes_candidacy() -> None:
     peers = [control_pb2.PeerView(node=n.heartbeat.node, status=n, reachable=True) for n in (zero, heard)]
     lines = table(control_pb2.ClusterStatus(local=local, peers=peers)).splitlines()
     assert lines[-3:] == [
-        "automatic failover: PAUSED cluster-wide (paused on s01 at 2026-12-02T05:00:00Z): synco-ctl resume",
+        "automatic failover: PAUSED cluster-wide (2026-12-02T05:00:00Z: paused on s01): synco-ctl resume",
         "candidates: s01 (master)",
         "not candidates: s03 (priority 0); s02 (failing: /srv is not mounted)",
     ]
