@@ -102,6 +102,10 @@ def test_a_switchover_with_a_writer_on_the_old_master_loses_nothing(build: Build
     assert hosts.dns() == [DnsAnswer(target, epoch + 1)] * 2
     writes = sum(1 for w in hosts.written if w.path.startswith("app/"))
     assert writes > 20, "the writer ran during the switchover"
+    # clients that still hold the old DNS answer write on the old master after it follows
+    # the new one (after its first pull): its next pulls keep those aside too
+    hosts.write(first, {f"late/{i}": f"late write {i}" for i in range(5)})
+    hosts.write(target, {"on-the-new-master": "makes every replica pull"})
     hosts.wait_replicated(target)
     assert hosts.lost(target) == [], "every write is on the new master or kept aside on the old one"
     assert overlapping(hosts.acting_intervals()) == []
