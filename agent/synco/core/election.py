@@ -32,7 +32,7 @@ from enum import StrEnum
 
 from synco.core.lease import lease_end, majority
 from synco.core.ranking import Position, Standing, ahead_of, most_current, ranked, why_lost
-from synco.core.switchover import Answer, Handover, Promotion, plan
+from synco.core.switchover import Answer, Handover, Promotion, plan, why_not_chosen
 
 
 class Phase(StrEnum):
@@ -693,18 +693,21 @@ class Elector:
         self.published = self.publishing = False
         self.publish_retry_at = now
         self._heard_leader(now, self.me.node)
+        request = self.directed_request or (self.preparing.request if self.preparing else "")
         rivals = self.rivals(now)
-        others = [why_lost(s, self.me) for s in ranked(rivals)]
-        others += [
-            f"{s.node}: its lease ran out here (it stopped renewing)"
-            for s in self.recent(now)
-            if s not in rivals and s.node != self.me.node
-        ]
-        votes = how or f"votes from {', '.join(granted)}"
+        if request:  # an operator's choice: why the others would not have been chosen instead
+            others = [why_not_chosen(s, self.me) for s in ranked(self.recent(now)) if s.node != self.me.node]
+        else:
+            others = [why_lost(s, self.me) for s in ranked(rivals)]
+            others += [
+                f"{s.node}: its lease ran out here (it stopped renewing)"
+                for s in self.recent(now)
+                if s not in rivals and s.node != self.me.node
+            ]
+        votes = how or f"votes from {', '.join(granted)}" + ("; promoted by the operator" if request else "")
         self.last_election = f"won epoch {self.epoch} ({votes})" + (
             f"; {'; '.join(others)}" if others else ""
         )
-        request = self.directed_request or (self.preparing.request if self.preparing else "")
         if request:
             self._promotion_step(request, self.me.node, f"won epoch {self.epoch} ({votes})")
         self.preparing, self.directed_request, self.directed_until = None, "", 0.0
