@@ -128,7 +128,8 @@ def test_a_switchover_goes_prepare_ready_release_and_the_old_master_stops_first(
     assert [m.step for m in net.handovers] == ["prepare", "ready", "release", "release"]
     assert not a.acting(later) and a.phase == Phase.FOLLOWER
     assert b.phase == Phase.LEADER and b.epoch == 3  # elected at once: every voter granted it alone
-    assert "won epoch 3 (votes from a, b; promoted by the operator)" in b.last_election  # (a majority: c hears of it later)
+    # (a majority: c hears of it later)
+    assert "won epoch 3 (votes from a, b; promoted by the operator)" in b.last_election
     net.publish_all(later)
     net.tick(later + 0.01, "b")
     assert net.acting(later + 0.02) == ["b"]
