@@ -77,8 +77,6 @@ def publish(script: Script, me: str, epoch: int, attempts: int = 3) -> Published
             named = server_of(script, authority, current)
             if current.epoch is not None and current.epoch > epoch:
                 return Published(PublishOutcome.STALE, current.epoch, f"DNS carries epoch {current.epoch}")
-            if current.epoch == epoch and named != me:  # (only a --force elsewhere can do this)
-                return Published(PublishOutcome.STALE, epoch, f"DNS names {named} with epoch {epoch}")
             values = desired_values(script, authority, script.server(me))
             desired = (
                 RecordState.cname(values[0], epoch)
@@ -86,8 +84,10 @@ def publish(script: Script, me: str, epoch: int, attempts: int = 3) -> Published
                 else RecordState.addresses(values, epoch)
             )
             change = Change(script.master, current, desired, script.dns.ttl)
-            if named == me and current.epoch == epoch and current.same_record(desired):
+            if current.epoch == epoch and current.same_record(desired):
                 return Published(PublishOutcome.APPLIED, epoch, "already published", change)
+            if current.epoch == epoch and named != me:  # (only a --force elsewhere can do this)
+                return Published(PublishOutcome.STALE, epoch, f"DNS names {named} with epoch {epoch}")
             try:
                 authority.apply(change, key)
             except Conflict:

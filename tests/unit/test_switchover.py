@@ -23,6 +23,7 @@ from synco.core.election import (
     Publish,
     PublishOutcome,
     Renewal,
+    Reply,
     Send,
 )
 from synco.core.ranking import NO_DATA, Position, Standing
@@ -356,3 +357,18 @@ def test_force_takes_an_epoch_above_any_seen_and_a_second_master_of_one_epoch_is
     # DNS naming another master of its own epoch makes the forced one step down
     c.published_as(late, PublishOutcome.STALE, 7, "DNS names x with epoch 7")
     assert c.phase == Phase.FOLLOWER and "another master of epoch 7" in c.verdict
+
+
+def test_a_candidate_that_lost_its_epoch_follows_the_winner_of_it() -> None:
+    # (a voter refuses a second master renewing in one epoch: that must not be the real one)
+    c = Elector(Standing("c", DATA, 100), VOTERS, ("a", "b"), TIMING, Ballot(2, "a"), START, random.Random(5))
+    now = START + TIMING.lease + 0.01
+    c.handle(now, Renewal("a", 2, TIMING.lease, now, True))  # a leads epoch 2; then it dies
+    later = now + TIMING.lease + 5
+    effects = c.tick(later)
+    assert any(isinstance(e, Send) and isinstance(e.message, PreVote) for e in effects), c.verdict
+    c.on_reply(later, Reply("pre-vote", "b", 2, True, "", 3))  # -> its vote round for epoch 3
+    assert c.phase == Phase.CANDIDATE and c.ballot == Ballot(3, "c")
+    reply, _ = c.handle(later + 0.1, Renewal("b", 3, TIMING.lease, later, True))  # b won epoch 3
+    assert reply.granted, reply.reason
+    assert c.master(later + 0.2) == "b"

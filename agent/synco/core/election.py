@@ -492,6 +492,7 @@ class Elector:
         else:
             self.phase = Phase.CANDIDATE
             self.ballot = Ballot(epoch, self.me.node)
+            self.leader, self.leader_acting = None, False  # (its master is not known yet)
             effects.append(Persist(self.ballot))
             message = Vote(self.me.node, epoch, claim, directed)
             self.verdict = f"standing for master in epoch {epoch}"
@@ -1022,6 +1023,7 @@ class Elector:
         """--force: an epoch above any seen, this node's own vote, and acting without a
         majority's lease until a majority grants it one (the operator takes responsibility)."""
         self.ballot = Ballot(max(self.epoch, seen_epoch) + 1, self.me.node)
+        self.leader, self.leader_acting = None, False
         self.round = None
         self.directed_request = request
         self.forced = True

@@ -22,6 +22,7 @@ from synco.core.election import (
     CatchUp,
     Check,
     Effect,
+    ElectionTiming,
     Elector,
     Persist,
     Phase,
@@ -86,6 +87,7 @@ HEALTH = {
     Level.DEGRADED: peer_pb2.HEALTH_DEGRADED,
     Level.FAILING: peer_pb2.HEALTH_FAILING,
 }
+CATCH_UP_TIMEOUT = ElectionTiming().catch_up_timeout
 MAX_PAUSE_VERSION = 1 << 48  # one per operator's pause or resume: never reached, but bounded
 MAX_CYCLE_BACKOFF = 10.0  # below half of the unit's WatchdogSec: a failing loop still pings
 
@@ -181,6 +183,9 @@ class Node:
         self.was_acting = False
         self.former_master: str | None = None  # the master before the current one
         self.hooks: asyncio.Queue[RoleChange] | None = None
+        # when it last stopped acting as master (monotonic; a node that crashed while acting:
+        # its start): its pulls keep aside for a while after, see _keep_aside_window
+        self.stopped_acting_at: float | None = self.started_at if self.state.acted_as_master else None
         self.elector: Elector | None = None
         if self.failover_off is None:
             peers = tuple(self.peers)
@@ -375,7 +380,7 @@ class Node:
             return f"protocol version {heartbeat.protocol_version}, expected {PROTOCOL_VERSION}"
         if heartbeat.settings_hash != self.hash:
             return "different cluster timing settings: every agent must run the same [agent] settings"
-        if heartbeat.pause_version > MAX_PAUSE_VERSION or len(heartbeat.pause_note) > 200:
+        if heartbeat.pause_version > MAX_PAUSE_VERSION or len(heartbeat.pause_note) > 1000:
             return "a pause version or note out of range"
         return None
 
@@ -436,8 +441,6 @@ class Node:
             if self.pull_task is not None:
                 self.pull_task.cancel()
             await asyncio.gather(*tasks, *(t for t in [self.pull_task] if t), return_exceptions=True)
-            if self.was_acting:
-                self.state = replace(self.state, stopped_acting_unix=self.wall())
             save_state(self.state_path, self.state)
             if self.was_acting:  # a master that stops acts no more: its demote hooks say so
                 self.was_acting = False
@@ -549,8 +552,7 @@ class Node:
         acting, self.was_acting = self.is_master, self.is_master
         me = self.me.name
         if not acting:
-            self.state = replace(self.state, stopped_acting_unix=self.wall())
-            save_state(self.state_path, self.state)
+            self.stopped_acting_at = self.clock()
         own = "witness" if self.is_witness else "backup" if self.is_backup else "replica"
         elector = self.elector
         if acting:
@@ -1103,15 +1105,14 @@ class Node:
         or this node acted as master since its last pull (its own writes), or it stopped
         acting lately (clients that still hold the old DNS answer write here for up to the
         record's TTL); None otherwise."""
-        since = self.wall() - self.state.stopped_acting_unix
-        window = (self.script.dns.ttl if self.script.dns else 0) + 2 * self.settings.lease
-        recent = since < window
+        since = None if self.stopped_acting_at is None else self.clock() - self.stopped_acting_at
+        recent = since is not None and since < self._keep_aside_window()
         if self.state.pulled_master == source and not self.state.acted_as_master and not recent:
             return None
         stamp = time.strftime("%Y.%m.%d-%H.%M.%S", time.gmtime(self.wall()))
         keep_aside = str(self.state_path.parent / "kept-aside" / self.me.name / stamp)
         first = self.state.pulled_master != source or self.state.acted_as_master
-        why = "first pull" if first else f"a pull {since:.0f} s after acting as master"
+        why = "first pull" if first else f"a pull {since or 0:.0f} s after acting as master"
         log.warning(
             "%s: %s from %s: files it would overwrite or delete go to %s",
             self.me.name,
@@ -1120,6 +1121,15 @@ class Node:
             keep_aside,
         )
         return keep_aside
+
+    def _keep_aside_window(self) -> float:
+        """How long after it stopped acting a node's pulls keep aside what they would overwrite
+        or delete: clients holding the old DNS answer may write there until the new master
+        is elected (a catch-up may take its timeout), the name moved and served everywhere,
+        and their cached answer expired."""
+        dns = self.script.dns
+        names = (dns.ttl + dns.propagation_timeout) if dns else 0.0
+        return names + CATCH_UP_TIMEOUT + 2 * self.settings.lease
 
     def _finish_pull(self, task: asyncio.Task[PullResult]) -> None:
         """Record how the pull (snapshot, catch-up) ended; a catch-up that waited for it starts."""

@@ -27,7 +27,6 @@ class NodeState:
     failover_paused: bool = False  # an operator paused automatic failover cluster-wide...
     pause_version: int = 0  # ...in the newest pause or resume this node has heard of
     pause_note: str = ""  # who paused or resumed it, and when
-    stopped_acting_unix: float = 0.0  # when it last stopped acting as master (wall clock)
 
 
 def load_state(path: Path) -> NodeState:
