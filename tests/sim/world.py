@@ -28,6 +28,7 @@ from synco.core.election import (
     PreVote,
     Publish,
     PublishOutcome,
+    Renewal,
     Reply,
     Request,
     Send,
@@ -292,6 +293,11 @@ class World:
             self._used(target, reply.epoch)
             if isinstance(message, Vote) and reply.granted:
                 self._vote(to, reply.asked_epoch, message.candidate)
+            if isinstance(message, Renewal) and "is the master of epoch" in reply.reason:
+                # (only two masters of one epoch, which only --force can make, justify it)
+                self.violate(
+                    f"{to} refused {message.master}'s renewal of epoch {message.epoch}: {reply.reason}"
+                )
             self.send(to, node.name, lambda: self._reply(node, sender, reply))
 
         self.send(node.name, to, lambda: self._deliver(target, arrive))
