@@ -372,3 +372,15 @@ def test_a_candidate_that_lost_its_epoch_follows_the_winner_of_it() -> None:
     reply, _ = c.handle(later + 0.1, Renewal("b", 3, TIMING.lease, later, True))  # b won epoch 3
     assert reply.granted, reply.reason
     assert c.master(later + 0.2) == "b"
+
+
+def test_a_renewal_sent_before_a_release_but_arriving_after_it_is_refused() -> None:
+    net = cluster()
+    now = elect_a(net)
+    a, c = net.nodes["a"], net.nodes["c"]
+    late_renewal = Renewal("a", a.epoch, TIMING.lease, now, True)
+    reply, _ = c.handle(now, Handover("a", a.epoch, "b", "release", DATA, request="r14"))
+    assert reply.granted
+    reply, _ = c.handle(now + 0.01, late_renewal)
+    assert not reply.granted and reply.reason == "a handed over in epoch 2"
+    assert c.leased_to(now + 0.02) == "b"

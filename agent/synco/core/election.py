@@ -240,6 +240,7 @@ class Elector:
         self.handing: _Handing | None = None  # as master
         self.preparing: _Preparing | None = None  # as the target of a switchover
         self.designated: tuple[str, float] | None = None  # a master handed over to it: grant it alone
+        self.released: tuple[str, int] | None = None  # the master that handed over, and its epoch
         self.directed_until = 0.0  # an operator promotes this node: it stands at once until then
         self.directed_request = ""
         self.forced = False  # promoted with --force: acts without a majority's lease until one grants it
@@ -613,6 +614,12 @@ class Elector:
             ), effects
         if renewal.epoch > self.epoch:
             effects += self._adopt(now, renewal.epoch, f"{renewal.master} leads epoch {renewal.epoch}")
+        elif self.released == (renewal.master, renewal.epoch):
+            # a renewal it sent before its release, arriving after: it no longer acts
+            reason = f"{renewal.master} handed over in epoch {renewal.epoch}"
+            return Reply(
+                "renewal", self.me.node, self.epoch, False, reason, renewal.epoch, renewal.sent_at
+            ), effects
         elif self.leader not in (None, renewal.master):
             # two masters renewing in one epoch can only come of a --force: keep the first
             reason = f"{self.leader} is the master of epoch {self.epoch} here"
@@ -969,6 +976,7 @@ class Elector:
         self.leader, self.leader_acting = None, False
         self.lease_holder, self.lease_until = message.target, now + self.timing.lease
         self.designated = (message.target, now + self.timing.lease)
+        self.released = (message.master, message.epoch)
         self.verdict = f"{message.master} handed over to {message.target}: waiting for it to be elected"
         if message.target == self.me.node:
             self.lease_until = now  # it stands now: its own grant protects nobody
