@@ -179,3 +179,17 @@ def test_no_snapshot_from_a_master_whose_heartbeat_disowns_the_role(tmp_path: Pa
     assert disowned.pull_task is None
     owned = asyncio.run(scenario("s01"))
     assert owned.verdict == "no snapshot yet: taking one from s01"
+
+
+def test_the_replication_timings_are_the_scripts(tmp_path: Path) -> None:
+    """Each [agent] timing reaches the decision it is for (once, periodic_pull went to another)."""
+    from dataclasses import replace
+
+    from synco.node.node import Node
+
+    script = backup_cluster(tmp_path)
+    assert script.agent is not None
+    agent = replace(script.agent, debounce=0.3, periodic_pull=77.0, pull_retry=4.0)
+    for node in (Node(replace(script, agent=agent), "s01"), Node(script, "s01")):
+        node.reload(replace(script, agent=agent))
+        assert (node.timing.debounce, node.timing.periodic, node.timing.retry) == (0.3, 77.0, 4.0)

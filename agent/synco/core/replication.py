@@ -22,10 +22,10 @@ class Action(StrEnum):
 @dataclass(frozen=True)
 class Timing:
     debounce: float = 0.2  # let a burst of changes settle before pulling...
-    max_delay: float = 1.0  # ...but a steady stream of changes is pulled at least this often
     periodic: float = 300.0  # pull at least this often, in case a notification was missed
     retry: float = 10.0  # after a failed pull, wait this long before the next
     unwatched: float = 5.0  # pull this often while the master's watcher is down
+    max_delay: float = 1.0  # ...but a steady stream of changes is pulled at least this often
 
 
 @dataclass(frozen=True)

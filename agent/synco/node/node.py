@@ -126,7 +126,9 @@ class Node:
         self.state = load_state(self.state_path)
         self.hash = settings_hash(self.settings)
         self.timing = replication.Timing(
-            self.settings.debounce, self.settings.periodic_pull, self.settings.pull_retry
+            debounce=self.settings.debounce,
+            periodic=self.settings.periodic_pull,
+            retry=self.settings.pull_retry,
         )
         self.backup_timing = backup_schedule.BackupTiming(script.backup.interval, self.settings.pull_retry)
         self.latest_snapshot: tuple[str, float] | None = self._newest_snapshot()
@@ -233,7 +235,9 @@ class Node:
         self.backup_timing = backup_schedule.BackupTiming(script.backup.interval, agent.pull_retry)
         self.me = script.server(self.me.name)
         self.hash = settings_hash(agent)
-        self.timing = replication.Timing(agent.debounce, agent.periodic_pull, agent.pull_retry)
+        self.timing = replication.Timing(
+            debounce=agent.debounce, periodic=agent.periodic_pull, retry=agent.pull_retry
+        )
         if self.elector is not None:
             self.elector.timing = election_timing(agent)
             self.elector.check_hooks = bool(role_handlers(script, self.me.name, Event.PRE_PROMOTE))
