@@ -769,6 +769,7 @@ class Elector:
             return []
         if outcome == PublishOutcome.APPLIED and epoch == self.epoch:
             self.published = True
+            self.next_renewal = now  # a renewal at once says it acts: the others follow it now
             if (
                 self.promotion is not None
                 and self.promotion.target == self.me.node
