@@ -73,6 +73,17 @@ def broken(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> I
             return [election.Send(peer, message) for peer in self.peers]
 
         monkeypatch.setattr(elector, "_release", release)
+    elif request.param == "a candidate that keeps its old leader":
+        start_round = elector._start_round
+
+        def stale(self: election.Elector, now: float, kind: str, epoch: int) -> list[election.Effect]:
+            leader = (self.leader, self.leader_acting)
+            effects = start_round(self, now, kind, epoch)
+            if kind == "vote" and self.phase != election.Phase.LEADER:
+                self.leader, self.leader_acting = leader
+            return effects
+
+        monkeypatch.setattr(elector, "_start_round", stale)
     yield
 
 
@@ -83,6 +94,7 @@ def broken(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> I
         ("acting without a lease", "two nodes act as master"),
         ("votes not persisted", "before persisting it"),
         ("a switchover that releases before stepping down", "two nodes act as master"),
+        ("a candidate that keeps its old leader", "is the master of epoch"),
     ],
     indirect=["broken"],
 )
