@@ -3,6 +3,7 @@ replay of a seed, and a checker that does catch a broken election."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +24,10 @@ def _violations(seed: int) -> tuple[int, list[str], int]:
 def test_seeded_runs_show_no_violation() -> None:
     failed = []
     failovers = 0
-    with ProcessPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+    # spawned, not forked: a worker must not inherit what earlier tests left in this process
+    # (forked after the component tests, workers were seen spinning in a thread join)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max(1, min(2, os.cpu_count() or 1)), mp_context=spawn) as pool:
         for seed, violations, count in pool.map(_violations, range(1, RUNS + 1), chunksize=25):
             failovers += count
             if violations:
