@@ -606,26 +606,14 @@ class Elector:
         return Reply(kind, self.me.node, self.epoch, granted, reason, request.epoch)
 
     def _renewal(self, now: float, renewal: Renewal) -> tuple[Reply, list[Effect]]:
-        effects: list[Effect] = []
-        if renewal.epoch < self.epoch:
-            reason = f"epoch {renewal.epoch} is older than {self.epoch}"
+        refusal = self._renewal_refusal(renewal)
+        if refusal is not None:
             return Reply(
-                "renewal", self.me.node, self.epoch, False, reason, renewal.epoch, renewal.sent_at
-            ), effects
+                "renewal", self.me.node, self.epoch, False, refusal, renewal.epoch, renewal.sent_at
+            ), []
+        effects: list[Effect] = []
         if renewal.epoch > self.epoch:
             effects += self._adopt(now, renewal.epoch, f"{renewal.master} leads epoch {renewal.epoch}")
-        elif self.released == (renewal.master, renewal.epoch):
-            # a renewal it sent before its release, arriving after: it no longer acts
-            reason = f"{renewal.master} handed over in epoch {renewal.epoch}"
-            return Reply(
-                "renewal", self.me.node, self.epoch, False, reason, renewal.epoch, renewal.sent_at
-            ), effects
-        elif self.leader not in (None, renewal.master):
-            # two masters renewing in one epoch can only come of a --force: keep the first
-            reason = f"{self.leader} is the master of epoch {self.epoch} here"
-            return Reply(
-                "renewal", self.me.node, self.epoch, False, reason, renewal.epoch, renewal.sent_at
-            ), effects
         elif self.phase != Phase.FOLLOWER:
             self._step_down(now, f"{renewal.master} leads epoch {self.epoch}")
         self._heard_leader(now, renewal.master)
@@ -646,6 +634,20 @@ class Elector:
             renewal.sent_at,
         )
         return reply, effects
+
+    def _renewal_refusal(self, renewal: Renewal) -> str | None:
+        """Why this node refuses a renewal, or None."""
+        if renewal.epoch < self.epoch:
+            return f"epoch {renewal.epoch} is older than {self.epoch}"
+        if renewal.epoch > self.epoch:
+            return None
+        if self.released == (renewal.master, renewal.epoch):
+            # a renewal it sent before its release, arriving after: it no longer acts
+            return f"{renewal.master} handed over in epoch {renewal.epoch}"
+        if self.leader not in (None, renewal.master):
+            # two masters renewing in one epoch can only come of a --force: keep the first
+            return f"{self.leader} is the master of epoch {self.epoch} here"
+        return None
 
     def _heard_leader(self, now: float, leader: str) -> None:
         """A master acts (or will): a different one from the last counts as a failover."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer  # what health.aio names, visible to mypy
 
+from synco.core.election import Request
 from synco.node.election_link import from_handover_message, from_vote_request, renewal_of, vote_reply
 from synco.node.node import Node
 from synco.node.tls import caller
@@ -72,13 +74,19 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
         if request.candidate not in self.node.peers:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{request.candidate!r} is not a peer")
+        return await self._decided(from_vote_request(kind, request), context)
+
+    async def _decided(
+        self, message: Request, context: grpc.aio.ServicerContext[Any, peer_pb2.VoteReply]
+    ) -> peer_pb2.VoteReply:
+        """The cycle's answer to a peer's election message (its effects on disk first)."""
         if self.node.elector is None:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"{self.node.me.name} has no automatic failover: {self.node.failover_off}",
             )
         try:
-            reply = await self.node.election_request(from_vote_request(kind, request))
+            reply = await self.node.election_request(message)
         except TimeoutError:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no decision in time")
         return vote_reply(reply)
@@ -97,16 +105,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"not a handover from a peer: {request.step!r}"
             )
-        if self.node.elector is None:
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{self.node.me.name} has no automatic failover: {self.node.failover_off}",
-            )
-        try:
-            reply = await self.node.election_request(from_handover_message(request))
-        except TimeoutError:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no decision in time")
-        return vote_reply(reply)
+        return await self._decided(from_handover_message(request), context)
 
     async def Promote(
         self,
