@@ -117,6 +117,7 @@ class Reply:
 @dataclass(frozen=True)
 class Persist:
     ballot: Ballot
+    why: str = field(default="", compare=False)  # logged beside the epoch (a higher one adopted)
 
 
 @dataclass(frozen=True)
@@ -799,7 +800,7 @@ class Elector:
             self.retry_at = now  # its pre-vote named an old epoch: nothing was refused yet
         self.ballot = Ballot(epoch, None)
         self.leader, self.leader_acting = None, False
-        return [Persist(self.ballot)]
+        return [Persist(self.ballot, why)]
 
     def _step_down(self, now: float, why: str) -> None:
         if self.handing is not None:

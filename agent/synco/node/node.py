@@ -790,10 +790,11 @@ class Node:
                 self.state = replace(self.state, epoch=ballot.epoch, voted_for=ballot.voted_for)
                 save_state(self.state_path, self.state)
                 log.info(
-                    "%s: epoch %d%s",
+                    "%s: epoch %d%s%s",
                     self.me.name,
                     ballot.epoch,
                     f", voted for {ballot.voted_for}" if ballot.voted_for else "",
+                    f" ({effect.why})" if effect.why else "",
                 )
             elif isinstance(effect, Send):
                 self._spawn(self._send(self.script.server(effect.to), effect.message))
