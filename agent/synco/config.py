@@ -31,6 +31,8 @@ from synco.core.model import (
     Script,
     Server,
     Side,
+    Staging,
+    StagingProvider,
 )
 from synco.core.problems import Problem
 from synco.core.resolution import LOOPBACK, LocalIdentity
@@ -78,8 +80,10 @@ SERVER_KEYS = (
     "agent",
     "metrics",
     "events",
+    "staging",
 )
-DIRECTORY_KEYS = ("path", "arguments", "events")
+DIRECTORY_KEYS = ("path", "arguments", "events", "staging")
+STAGING_KEYS = tuple(f.name for f in fields(Staging))
 HANDLER_KEYS = ("run", "on")
 
 
@@ -372,6 +376,7 @@ def _build_servers(reader: _Reader, data: dict[str, Any]) -> Iterator[Server]:
             agent=reader.string(key, table, "agent"),
             metrics=reader.string(key, table, "metrics"),
             events=events,
+            staging=_build_staging(reader, key, table),
         )
         yield server
 
@@ -401,8 +406,34 @@ def _build_directories(reader: _Reader, data: dict[str, Any]) -> Iterator[Direct
         path = reader.string(key, table, "path", required=True)
         arguments = reader.strings(key, table, "arguments") or ()
         events = _build_events(reader, f"{key}.events", table, roles=False)
+        staging = _build_staging(reader, key, table)
         if path is not None:
-            yield Directory(path=path, arguments=arguments, events=events)
+            yield Directory(path=path, arguments=arguments, events=events, staging=staging)
+
+
+def _build_staging(reader: _Reader, key: str, owner: dict[str, Any]) -> Staging | None:
+    table = reader.table(key, owner, "staging")
+    if table is None:
+        return None
+    key = f"{key}.staging"
+    reader.keys(key, table, STAGING_KEYS)
+    provider = reader.choice(key, table, "provider", tuple(p.value for p in StagingProvider))
+    if provider is None:
+        if "provider" not in table:
+            choices = ", ".join(p.value for p in StagingProvider)
+            reader.problem(f"{key}.provider", f"is required: one of {choices}")
+        return None
+    text = {name: reader.string(key, table, name) for name in ("origin", "snapshots", "volume", "dataset")}
+    return Staging(
+        provider=StagingProvider(provider),
+        **{name: value for name, value in text.items() if value is not None},
+        size=reader.string(key, table, "size") or "1G",
+        mount_options=reader.string(key, table, "mount_options") or "ro",
+        create=reader.strings(key, table, "create") or (),
+        path=reader.strings(key, table, "path") or (),
+        destroy=reader.strings(key, table, "destroy") or (),
+        list=reader.strings(key, table, "list") or (),
+    )
 
 
 def _build_events(reader: _Reader, key: str, owner: dict[str, Any], roles: bool) -> Events:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from synco import root_guard, shell
+from synco import root_guard, shell, staging
 from synco.core import commands
 from synco.core.errors import ConfigError, OperationError, SyncoError
 from synco.core.model import Directory, Event, Events, Script, Server
@@ -26,6 +26,7 @@ from synco.core.resolution import CurrentDecision, MasterDecision, is_local
 from synco.core.root_paths import Side, unmounted
 from synco.core.rsync import Features, Verdict, classify, describe_exit, parse_stats
 from synco.core.snapshot_names import METADATA_DIR
+from synco.core.staging import staging_of
 from synco.core.transfer import Transfer, path_in, plan_transfer
 from synco.events import Scope, fire
 from synco.lock import snapshot_lock
@@ -71,6 +72,8 @@ class Execution:
         self.features = features or local_features()
         self._has_previous: dict[str, bool] = {}  # target -> has a `latest` to hard-link to
         self._nanoseconds: dict[tuple[str, str], bool] = {}  # (target, path) -> keeps them
+        self._sources: dict[str, str] = {}  # directory -> where rsync reads it (a staged view)
+        self._views: list[staging.View] = []
         self.report = RunReport(
             script=script.source,
             master=master.server,
@@ -162,7 +165,18 @@ class Execution:
             # before any target is touched (a snapshot begun); each copy checks again
             raise OperationError(unmounted(self.master.name, self.master.mountpoint, Side.SOURCE))
         targets = [s for s in self.script.data_servers if s.name != self.master.name]
-        results = [self._run_target(target) for target in targets]
+        if not any(staging_of(self.master, d) for d in self.script.directories):
+            results = [self._run_target(target) for target in targets]
+        else:
+            runner = staging.runner_on(self.master, self.is_local(self.master))
+            identity = staging.identity_of(self.script, self.current.server)
+            with staging.Stager(runner, identity, self.master.name, self.log, self.dry_run) as stager:
+                self._sources = staging.stage(stager, self.master, self.script.directories)
+                self._views = stager.views
+                self.report.staged = [view.record() for view in stager.views]
+                results = [self._run_target(target) for target in targets]
+            for failure in stager.failures:
+                self._failure(failure)
         failed = results.count(False)
         if failed:
             raise ChildrenFailed(f"{failed} of {len(targets)} target(s) failed")
@@ -322,6 +336,8 @@ class Execution:
             "exit_status": max((c.exit_code or 0 for c in copies), default=0),
             "directories": {c.directory: {"exit_code": c.exit_code, **c.stats} for c in copies},
         }
+        if self._views:
+            metadata["staged"] = [view.record() for view in self._views]
         if self.is_local(target):
             name = SnapshotStore(Path(target.root)).publish(
                 metadata, with_manifest=method.verify, backend=method.snapshot_backend
@@ -360,6 +376,7 @@ class Execution:
             progress=self.progress,
             link_dest=self._has_previous.get(target.name, True),
             nanoseconds=nanoseconds,
+            source=self._sources.get(normalize_relative(directory.path)),
         )
 
     def _refuse(self, transfer: Transfer, refusal: str) -> None:

@@ -39,6 +39,7 @@ class RunReport:
     copies: list[CopyRecord] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     snapshots: dict[str, str] = field(default_factory=dict)  # target -> snapshot published
+    staged: list[dict[str, str]] = field(default_factory=list)  # the frozen views copies read
 
     @property
     def ok(self) -> bool:
@@ -66,5 +67,6 @@ class RunReport:
             "events": [asdict(e) for e in self.events],
             "failures": self.failures,
             "snapshots": self.snapshots,
+            "staged": self.staged,
             "summary": self.summary(),
         }

@@ -58,6 +58,15 @@ def measure(path: Path) -> tuple[int, int]:
     return total, unique
 
 
+def _staged_at(meta: dict[str, object]) -> str | None:
+    """When the oldest frozen view the snapshot was copied from was made (UTC), if staged."""
+    staged = meta.get("staged")
+    if not isinstance(staged, list):
+        return None
+    times = [str(view["at"]) for view in staged if isinstance(view, dict) and "at" in view]
+    return min(times) if times else None
+
+
 def command(root: Path, arguments: argparse.Namespace) -> int:
     snapshots = store(root, arguments)
     latest = snapshots.latest_name()
@@ -72,6 +81,7 @@ def command(root: Path, arguments: argparse.Namespace) -> int:
             "age_seconds": int((now - snapshot.time).total_seconds()),
             "latest": snapshot.name == latest,
             "source": meta.get("source"),
+            "staged": _staged_at(meta),
             "exit_status": meta.get("exit_status"),
             "manifest": bool(meta.get("manifest")),
             "symlink": os.path.islink(root / snapshot.name),
@@ -91,7 +101,9 @@ def command(root: Path, arguments: argparse.Namespace) -> int:
         if "bytes" in row:
             size = f"  {human(int(str(row['bytes'])))} ({human(int(str(row['unique_bytes'])))} unique)"
         source = f"  from {row['source']}" if row["source"] else ""
-        print(f"{snapshot.name}  {age((now - snapshot.time).total_seconds()):>8}{source}{size}{marks}")
+        staged = f" (staged {row['staged']})" if row["staged"] else ""
+        when = age((now - snapshot.time).total_seconds())
+        print(f"{snapshot.name}  {when:>8}{source}{staged}{size}{marks}")
     if in_progress:
         print(f"{snapshots.in_progress}  (in progress or not yet published)")
     return EXIT_OK

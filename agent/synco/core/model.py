@@ -56,6 +56,46 @@ class Role(StrEnum):
     WITNESS = "witness"  # votes in elections, holds no data (no root, no copies)
 
 
+class StagingProvider(StrEnum):
+    """How a frozen view of a master's tree is made (synco.core.staging)."""
+
+    BTRFS = "btrfs"  # a read-only subvolume snapshot
+    LVM = "lvm"  # lvcreate --snapshot, mounted read-only
+    ZFS = "zfs"  # zfs snapshot, read from .zfs/snapshot/NAME
+    COMMAND = "command"  # the operator's create / path / destroy commands
+
+
+@dataclass(frozen=True)
+class Staging:
+    """rsync reads from a point-in-time view of `origin` instead of the live tree.
+
+    `origin` is the live path the view stands for: the server's root, or a directory of it,
+    or a path above either (a file system's mountpoint); empty means the root (on a
+    server) or the directory itself (on a directory)."""
+
+    provider: StagingProvider
+    origin: str = ""
+    snapshots: str = ""  # btrfs: where snapshots go; lvm: where views are mounted
+    volume: str = ""  # lvm: VG/LV
+    size: str = "1G"  # lvm: copy-on-write space (lvcreate --size, or --extents with a %)
+    mount_options: str = "ro"  # lvm
+    dataset: str = ""  # zfs
+    create: tuple[str, ...] = ()  # command: makes the view named $SYNCO_STAGING_NAME
+    path: tuple[str, ...] = ()  # command: prints the view's path (default: create's last line)
+    destroy: tuple[str, ...] = ()  # command: removes it
+    list: tuple[str, ...] = ()  # command: prints the names of the views that exist
+
+    def __post_init__(self) -> None:
+        _coerce(
+            self,
+            provider=StagingProvider(self.provider),
+            create=tuple(self.create),
+            path=tuple(self.path),
+            destroy=tuple(self.destroy),
+            list=tuple(self.list),
+        )
+
+
 METHOD_NAMES = ("rsync", "snapshot")
 SNAPSHOT_BACKENDS = ("hardlink", "btrfs")
 DEFAULT_RSYNC_ARGUMENTS = ("--archive",)
@@ -151,6 +191,7 @@ class Server:
     agent: str | None = None  # ADDRESS:PORT where this server's synco-agent listens
     metrics: str | None = None  # ADDRESS:PORT for the agent's Prometheus metrics (none: off)
     events: Events = field(default_factory=Events)
+    staging: Staging | None = None  # as the master, copies are read from a frozen view
 
     def __post_init__(self) -> None:
         _coerce(
@@ -189,6 +230,7 @@ class Directory:
     path: str
     arguments: tuple[str, ...] = ()
     events: Events = field(default_factory=Events)
+    staging: Staging | None = None  # read from a frozen view on every master (before the server's)
 
     def __post_init__(self) -> None:
         _coerce(self, arguments=tuple(self.arguments), events=_events(self.events))

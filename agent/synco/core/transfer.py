@@ -69,6 +69,7 @@ def plan_transfer(
     verify: bool = False,
     link_dest: bool = True,
     nanoseconds: bool = False,
+    source: str | None = None,
 ) -> Transfer:
     """The rsync command that makes `target`'s copy of `directory` equal to the master's.
 
@@ -78,6 +79,8 @@ def plan_transfer(
     `latest/` (or updating a btrfs mirror in place). `verify` compares instead of copying:
     checksums of the master's files against the target's copy (`latest/` for snapshots).
     `nanoseconds`: the target's file system keeps them, so rsync may compare them.
+    `source`: where rsync reads the master's directory instead of its live path (a staged
+    view of it: synco.core.staging).
     """
     path = normalize_relative(directory.path)
     method = script.method
@@ -131,7 +134,8 @@ def plan_transfer(
     def location(server: Server, full: str) -> str:
         return full if shared or server is runs_on else rsync_location(server, full)
 
-    argv += ["--", location(master, path_in(master, path)), location(target, path_in(target, path, into))]
+    read = source or path_in(master, path)
+    argv += ["--", location(master, read), location(target, path_in(target, path, into))]
     return Transfer(master, target, path, runs_on, is_local(runs_on), tuple(argv), into, linked)
 
 

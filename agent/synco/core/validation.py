@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from synco.core.errors import ConfigError
 from synco.core.failover import failover_off
 from synco.core.lease import safe_margin
 from synco.core.model import (
@@ -28,6 +29,8 @@ from synco.core.paths import normalize_relative
 from synco.core.problems import Problem
 from synco.core.resolution import LOOPBACK, LocalIdentity, names_this_machine
 from synco.core.rsync import follows_target_symlinks, refusal
+from synco.core.staging import origin_of
+from synco.core.staging import problems as staging_problems
 
 MIN_RENEWALS = 3  # a lease lasts at least this many heartbeats
 
@@ -70,6 +73,8 @@ def _script_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
             yield Problem(f"servers.{server.name}", "is defined twice")
         seen.add(server.name)
         yield from _server_problems(server)
+        if server.staging is not None:
+            yield from _staging_problems(f"servers.{server.name}.staging", server, None)
     if not script.directories:
         yield Problem("directories", "no directories to copy: add at least one [[directories]]")
     normalized: dict[str, int] = {}
@@ -86,6 +91,10 @@ def _script_problems(script: Script, local: LocalIdentity) -> Iterator[Problem]:
         yield from _arguments_problems(f"{key}.arguments", directory.arguments)
         yield from _following_problems(f"{key}.arguments", directory.arguments)
         yield from _events_problems(f"{key}.events", directory.events, DIRECTORY_SIDES, roles=False)
+        if directory.staging is not None:
+            for server in script.data_servers:
+                if server.role != Role.BACKUP and server.root.startswith("/"):
+                    yield from _staging_problems(f"{key}.staging", server, directory)
     method = script.method
     yield from _overlap_problems(script, local)
     if not _recurses([*method.arguments, *(a for d in script.directories for a in d.arguments)]):
@@ -247,6 +256,22 @@ def _server_problems(server: Server) -> Iterator[Problem]:
     elif server.mountpoint is not None and not contains(server.mountpoint, server.root):
         yield Problem(f"{key}.mountpoint", f"the root {server.root} is not on {server.mountpoint}")
     yield from _events_problems(f"{key}.events", server.events, SERVER_SIDES, roles=True)
+
+
+def _staging_problems(key: str, server: Server, directory: Directory | None) -> Iterator[Problem]:
+    """A staging table's own problems, and whether its origin holds what the copy reads
+    (a directory's staging: on every server that may be master)."""
+    staging = server.staging if directory is None else directory.staging
+    assert staging is not None
+    if directory is None and server.role in (Role.WITNESS, Role.BACKUP):
+        yield Problem(key, f"a {server.role.value} server is never the master: its copies are never staged")
+        return
+    for name, message in staging_problems(staging):
+        yield Problem(f"{key}.{name}", message)
+    try:
+        origin_of(staging, server, directory or Directory(".", staging=None))
+    except ConfigError as error:
+        yield Problem(f"{key}.origin", f"{server.name}: {error}" if directory is not None else str(error))
 
 
 def _arguments_problems(key: str, arguments: tuple[str, ...]) -> Iterator[Problem]:

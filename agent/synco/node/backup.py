@@ -19,11 +19,14 @@ from typing import TypeVar
 from synco.core.errors import SyncoError
 from synco.core.model import Direction, Method, Script, Server
 from synco.core.paths import normalize_relative
+from synco.core.resolution import CurrentDecision, is_local
 from synco.core.retention import Policy
+from synco.core.staging import staging_of
 from synco.lock import snapshot_lock
 from synco.node.pull import PullResult, check_mounted, copy_all
 from synco.pruning import prune
 from synco.snapshot_store import SnapshotStore
+from synco.staging import Stager, identity_of, runner_on, stage
 
 log = logging.getLogger("synco.agent")
 
@@ -82,10 +85,29 @@ async def _take(
         snapshot_backend=settings.backend,
     )
     snapshotting = replace(script, method=method)
-    failure = await copy_all(snapshotting, master, me, link_dest=store.latest_name() is not None)
+    staging_of_any = any(staging_of(master, d) for d in script.directories)
+    if staging_of_any:
+        stager = Stager(
+            runner_on(master, is_local(master, CurrentDecision(me.name, "the agent"), script)),
+            identity_of(script, f"agent:{me.name}"),
+            master.name,
+            lambda line: log.info("%s: %s", me.name, line),
+        )
+        try:
+            sources = await _finish(asyncio.to_thread(stage, stager, master, script.directories))
+            failure = await copy_all(
+                snapshotting, master, me, link_dest=store.latest_name() is not None, sources=sources
+            )
+        except SyncoError as error:
+            failure = str(error)
+        finally:
+            await _finish(asyncio.to_thread(stager.close))
+        failure = failure or (stager.failures[0] if stager.failures else None)
+    else:
+        failure = await copy_all(snapshotting, master, me, link_dest=store.latest_name() is not None)
     if failure is not None:
         return failed(failure)
-    metadata = {
+    metadata: dict[str, object] = {
         "source": master.name,
         "target": me.name,
         "started": began.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -93,6 +115,8 @@ async def _take(
         "generation": generation,
         "taken_by": "synco-agent",
     }
+    if staging_of_any:
+        metadata["staged"] = [view.record() for view in stager.views]
     try:
         name = await _finish(
             asyncio.to_thread(

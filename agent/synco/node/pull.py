@@ -8,6 +8,7 @@ import os
 import posixpath
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from synco.core.commands import RSYNC_ENVIRONMENT
@@ -94,10 +95,17 @@ def remove_empty(top: str) -> None:
             os.rmdir(directory)
 
 
-async def copy_all(script: Script, master: Server, me: Server, link_dest: bool = True) -> str | None:
+async def copy_all(
+    script: Script,
+    master: Server,
+    me: Server,
+    link_dest: bool = True,
+    sources: Mapping[str, str] | None = None,
+) -> str | None:
     """Copy every directory of `script` from `master` into `me` with its method, rsync
     running here; what went wrong, or None. Each copy first checks the directory's path on
-    both sides (no symlink on it, the master's mountpoint mounted): see `guard`."""
+    both sides (no symlink on it, the master's mountpoint mounted): see `guard`. `sources`:
+    where rsync reads a directory (its staged view), by normalized path."""
     current = CurrentDecision(me.name, "the agent's own server")
     features = local_features()
 
@@ -111,6 +119,7 @@ async def copy_all(script: Script, master: Server, me: Server, link_dest: bool =
             features=features,
             link_dest=link_dest,
             nanoseconds=nanoseconds,
+            source=(sources or {}).get(normalize_relative(directory.path)),
         )
 
     for directory in script.directories:
