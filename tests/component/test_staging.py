@@ -24,6 +24,7 @@ from tests.support.cli import read_tree, synco, write_tree
 from tests.support.loopfs import loop_filesystem
 from tests.support.scripts import root, toml_script
 from tests.support.snapshots import latest
+from tests.support.sshd import Sshd
 
 pytestmark = pytest.mark.usefixtures("rsync")
 
@@ -312,3 +313,36 @@ def test_the_agents_backup_snapshot_reads_the_staged_view(tmp_path: Path) -> Non
     assert (snapshot / "a").read_text() == "1"
     assert views(views_dir) == []
     assert os.listdir(views_dir) == []
+
+
+@pytest.mark.parametrize(
+    ("direction", "master_remote"),
+    [("pull", True), ("push", True), ("push", False)],
+    ids=["pull-from-a-remote-master", "push-from-a-remote-master", "push-from-here"],
+)
+def test_staging_over_ssh(
+    tmp_path: Path, btrfs: Path, sshd: Sshd, direction: str, master_remote: bool
+) -> None:
+    """The snapshot is made and removed on the master, through ssh when it is elsewhere;
+    rsync reads it there (pull: through ssh from here; push: rsync runs on the master)."""
+    source = subvolume(btrfs / "data")
+    write_tree(source, {"a": "1", "with space/b": "2"})
+    target = tmp_path / "copy"
+    master_toml = (sshd.server_toml("127.0.0.1") if master_remote else "") + root(source)
+    target_toml = (sshd.server_toml("localhost") if direction == "push" else "") + root(target)
+    script = toml_script(
+        tmp_path / "s.toml",
+        master="db",
+        direction=direction,
+        servers={"db": master_toml, "copy": target_toml},
+        directories=[{"path": "."}],
+        arguments=["--archive", "--delete"],
+    )
+    script.write_text(script.read_text().replace("[servers.copy]", f"{BTRFS}[servers.copy]"))
+    result = synco("run", "--as", "copy" if master_remote else "db", "--json", str(script))
+    assert result.returncode == 0, result.stderr
+    assert read_tree(target) == {"a": "1", "with space/b": "2"}
+    (staged,) = json.loads(result.stdout)["staged"]
+    (copy,) = json.loads(result.stdout)["copies"]
+    assert any(staged["name"] in argument for argument in copy["command"])  # rsync read the view
+    assert views(btrfs / ".synco-staging") == []

@@ -1,0 +1,237 @@
+"""The staging rules: names, origins, each provider's commands and undo steps, what a survey
+finds, and the problems `synco check` names (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from synco.config import parse_script
+from synco.core.errors import ConfigError
+from synco.core.model import Directory, Server, Staging, StagingProvider
+from synco.core.staging import (
+    Found,
+    Step,
+    found,
+    is_this_scripts,
+    origin_of,
+    plan,
+    problems,
+    removal,
+    source_in_view,
+    stage_id,
+    stage_name,
+    staging_of,
+    survey_argv,
+)
+
+WHEN = datetime(2026, 12, 2, 8, 30, 5, tzinfo=UTC)
+BTRFS = Staging(StagingProvider.BTRFS)
+
+
+def test_names_tell_the_script_and_machine_apart() -> None:
+    one, other = stage_id("/etc/synco/a.toml", "db1"), stage_id("/etc/synco/a.toml", "backup1")
+    assert one != other and len(one) == 8
+    name = stage_name(one, WHEN, 2)
+    assert name == f"synco-stage-{one}-20261202T083005Z-2"
+    assert is_this_scripts(name, one) and not is_this_scripts(name, other)
+
+
+def test_the_directorys_staging_comes_before_the_servers() -> None:
+    own = Staging(StagingProvider.ZFS, dataset="tank/db")
+    master = Server("db", "/srv", staging=BTRFS)
+    assert staging_of(master, Directory("db", staging=own)) is own
+    assert staging_of(master, Directory("www")) is BTRFS
+    assert staging_of(Server("db", "/srv"), Directory("www")) is None
+
+
+@pytest.mark.parametrize(
+    ("staging", "directory", "origin"),
+    [
+        (BTRFS, Directory("www"), "/srv"),
+        (Staging(StagingProvider.BTRFS, origin="/"), Directory("www"), "/"),
+        (Staging(StagingProvider.BTRFS, origin="/srv/"), Directory("www"), "/srv"),
+    ],
+)
+def test_a_servers_origin_is_its_root_or_above(staging: Staging, directory: Directory, origin: str) -> None:
+    assert origin_of(staging, Server("db", "/srv", staging=staging), directory) == origin
+
+
+def test_a_directorys_origin_is_the_directory_or_above() -> None:
+    own = Staging(StagingProvider.ZFS, dataset="tank/db")
+    directory = Directory("var/db", staging=own)
+    assert origin_of(own, Server("db", "/srv"), directory) == "/srv/var/db"
+    above = Staging(StagingProvider.ZFS, dataset="tank/var", origin="/srv/var")
+    assert origin_of(above, Server("db", "/srv"), Directory("var/db", staging=above)) == "/srv/var"
+
+
+def test_an_origin_that_does_not_hold_the_copy_is_refused() -> None:
+    below = Staging(StagingProvider.BTRFS, origin="/srv/www")
+    with pytest.raises(ConfigError, match="origin /srv/www does not hold /srv"):
+        origin_of(below, Server("db", "/srv", staging=below), Directory("www"))
+    beside = Staging(StagingProvider.BTRFS, origin="/srv/db")
+    with pytest.raises(ConfigError, match="origin /srv/db does not hold /srv/dbx"):
+        origin_of(beside, Server("db", "/srv"), Directory("dbx", staging=beside))
+
+
+def test_the_source_in_the_view_keeps_the_path_below_the_origin() -> None:
+    assert source_in_view("/srv", "/snap/v", "/srv") == "/snap/v/"
+    assert source_in_view("/srv", "/snap/v", "/srv/www/site") == "/snap/v/www/site/"
+    assert source_in_view("/", "/snap/v", "/srv/www") == "/snap/v/srv/www/"
+
+
+def test_btrfs_snapshots_read_only_beside_the_origin_and_deletes_it() -> None:
+    made = plan(BTRFS, "/mnt/pool/data", "synco-stage-x-1")
+    assert made.view == "/mnt/pool/.synco-staging/synco-stage-x-1"
+    assert made.create == (
+        Step(("mkdir", "-p", "--", "/mnt/pool/.synco-staging")),
+        Step(
+            ("btrfs", "subvolume", "snapshot", "-r", "/mnt/pool/data", made.view),
+            undo=("btrfs", "subvolume", "delete", made.view),
+        ),
+    )
+    elsewhere = plan(Staging(StagingProvider.BTRFS, snapshots="/mnt/pool/snaps/"), "/mnt/pool/data", "n")
+    assert elsewhere.view == "/mnt/pool/snaps/n"
+
+
+def test_lvm_creates_tags_mounts_and_undoes_in_reverse() -> None:
+    staging = Staging(StagingProvider.LVM, volume="vg0/data", size="5G", mount_options="ro,noload")
+    made = plan(staging, "/srv", "n")
+    assert [s.argv for s in made.create] == [
+        ("lvcreate", "--snapshot", "--name", "n", "--size", "5G", "--addtag", "synco_staging", "vg0/data"),
+        ("mkdir", "-p", "--", "/run/synco/staging/n"),
+        ("mount", "-o", "ro,noload", "/dev/vg0/n", "/run/synco/staging/n"),
+    ]
+    assert [s.undo for s in made.create] == [
+        ("lvremove", "--yes", "vg0/n"),
+        ("rmdir", "--", "/run/synco/staging/n"),
+        ("umount", "--", "/run/synco/staging/n"),
+    ]
+    assert made.view == "/run/synco/staging/n"
+
+
+def test_zfs_marks_its_snapshot_and_reads_dot_zfs() -> None:
+    staging = Staging(StagingProvider.ZFS, dataset="tank/data")
+    name = stage_name("abcd1234", WHEN, 1)
+    made = plan(staging, "/tank/data", name)
+    assert made.create == (
+        Step(
+            ("zfs", "snapshot", "-o", "synco:staging=abcd1234", f"tank/data@{name}"),
+            undo=("zfs", "destroy", f"tank/data@{name}"),
+        ),
+    )
+    assert made.view == f"/tank/data/.zfs/snapshot/{name}"
+
+
+def test_the_command_provider_is_given_the_name_and_origin() -> None:
+    staging = Staging(StagingProvider.COMMAND, create=("make-view",), destroy=("drop-view",))
+    made = plan(staging, "/srv", "n")
+    assert made.create == (Step(("make-view",), undo=("drop-view",)),)
+    assert made.view is None  # the path command, or create's last line, says
+    assert dict(made.env) == {"SYNCO_STAGING_NAME": "n", "SYNCO_STAGING_ORIGIN": "/srv"}
+    assert survey_argv(staging, "/srv", "x") is None  # no list command: nothing to survey
+
+
+def test_a_survey_finds_this_scripts_views_and_tells_synco_made_ones_from_others() -> None:
+    me = "abcd1234"
+    mine, other = f"synco-stage-{me}-20261202T083005Z-1", "synco-stage-99999999-20261202T083005Z-1"
+    btrfs = f"ro=true {mine}\nnone synco-stage-{me}-plain\nro=true {other}\n"
+    assert found(BTRFS, me, btrfs) == [
+        Found(mine, True),
+        Found(f"synco-stage-{me}-plain", False, "not a read-only btrfs snapshot"),
+    ]
+    lvm = Staging(StagingProvider.LVM, volume="vg0/data")
+    listing = f"  data|\n  {mine}|synco_staging,backup\n  synco-stage-{me}-x|\n"
+    assert [(f.name, f.ours) for f in found(lvm, me, listing)] == [
+        (mine, True),
+        (f"synco-stage-{me}-x", False),
+    ]
+    zfs = Staging(StagingProvider.ZFS, dataset="tank/data")
+    listing = f"tank/data@{mine}\t{me}\ntank/data@{mine}-2\t-\ntank/data@daily\t-\n"
+    assert [(f.name, f.ours) for f in found(zfs, me, listing)] == [(mine, True), (f"{mine}-2", False)]
+
+
+def test_a_leftover_lvm_view_is_unmounted_if_it_still_is_then_removed() -> None:
+    lvm = Staging(StagingProvider.LVM, volume="vg0/data", snapshots="/mnt/stage")
+    steps = removal(lvm, "/srv", "n")
+    assert [(s.argv, s.tolerated) for s in steps] == [
+        (("umount", "--", "/mnt/stage/n"), True),
+        (("rmdir", "--", "/mnt/stage/n"), True),
+        (("lvremove", "--yes", "vg0/n"), False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("staging", "expected"),
+    [
+        (Staging(StagingProvider.LVM), [("volume", 'is required for lvm, as "VG/LV" (e.g. "vg0/data")')]),
+        (
+            Staging(StagingProvider.LVM, volume="vg0/data", size="lots"),
+            [("size", "'lots' is not an LVM size")],
+        ),
+        (Staging(StagingProvider.ZFS, dataset="tank@x"), [("dataset", "is required for zfs")]),
+        (
+            Staging(StagingProvider.COMMAND, create=("x",)),
+            [("destroy", "is required for the command provider")],
+        ),
+        (Staging(StagingProvider.BTRFS, create=("x",)), [("create", "is only for the command provider")]),
+        (Staging(StagingProvider.BTRFS, origin="srv"), [("origin", "must be an absolute path")]),
+        (Staging(StagingProvider.LVM, volume="vg0/data", size="20%ORIGIN"), []),
+    ],
+)
+def test_problems_of_a_staging_table(staging: Staging, expected: list[tuple[str, str]]) -> None:
+    got = problems(staging)
+    assert [key for key, _ in got] == [key for key, _ in expected]
+    for (_, message), (_, start) in zip(got, expected, strict=True):
+        assert message.startswith(start)
+
+
+SCRIPT = """master = "db"
+[servers.db]
+root = "/srv"
+[servers.db.staging]
+provider = "lvm"
+volume = "vg0"
+colour = "blue"
+[servers.backup]
+root = "/backups"
+role = "backup"
+[servers.backup.staging]
+provider = "btrfs"
+[[directories]]
+path = "www"
+[[directories]]
+path = "db"
+staging = { provider = "snapshotter" }
+[[directories]]
+path = "mail"
+staging = { provider = "btrfs", origin = "/srv/www" }
+"""
+
+
+def test_synco_check_names_every_staging_problem_by_key_and_line() -> None:
+    script, found_problems = parse_script(SCRIPT)
+    assert script is None
+    named = {(p.key, p.line) for p in found_problems}
+    assert ("servers.db.staging.colour", 7) in named
+    assert ("servers.db.staging.volume", 6) in named
+    assert ("servers.backup.staging", 11) in named
+    assert ("directories[1].staging.provider", 17) in named
+    assert any(
+        p.key == "directories[2].staging.origin" and "does not hold /srv/mail" in p.message
+        for p in found_problems
+    )
+
+
+def test_a_good_staging_table_parses() -> None:
+    text = SCRIPT.replace('volume = "vg0"\ncolour = "blue"', 'volume = "vg0/data"\nsize = "10%ORIGIN"')
+    text = text.replace('[servers.backup.staging]\nprovider = "btrfs"\n', "")
+    text = text.replace(
+        'staging = { provider = "snapshotter" }', 'staging = { provider = "zfs", dataset = "tank/db" }'
+    )
+    text = text.replace('origin = "/srv/www"', 'origin = "/srv"')
+    script, found_problems = parse_script(text)
+    assert found_problems == [] and script is not None
+    assert script.server("db").staging == Staging(StagingProvider.LVM, volume="vg0/data", size="10%ORIGIN")
+    assert script.directories[1].staging == Staging(StagingProvider.ZFS, dataset="tank/db")
