@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import read_tree, synco, write_tree
+from tests.support.loopfs import loop_filesystem
 from tests.support.snapshots import SYNCO, inode, latest
 from tests.support.sshd import Sshd
 
@@ -172,3 +173,34 @@ def test_server_snapshots_with_manifest(tmp_path: Path, sshd: Sshd) -> None:
     (snapshot / "srv/data").write_text("bit rot")
     rotten = synco("--root", str(roots["backup"]), "verify")
     assert rotten.returncode == 1 and "srv/data" in rotten.stdout
+
+
+def test_staged_backup_reads_a_btrfs_snapshot_of_the_master(tmp_path: Path, sshd: Sshd) -> None:
+    with loop_filesystem(tmp_path, "btrfs") as mountpoint:
+        data = mountpoint / "data"
+        subprocess.run(["btrfs", "subvolume", "create", str(data)], check=True, capture_output=True)
+        roots = {"db": data, "backup": tmp_path / "backups"}
+        text = localize(
+            (EXAMPLES / "staged-backup.toml").read_text(),
+            sshd,
+            {"db": "127.0.0.1", "backup": "localhost"},
+            roots,
+        )
+        script = tmp_path / "staged-backup.toml"
+        script.write_text(text)
+        assert synco("check", str(script)).returncode == 0
+        write_tree(data, {"postgresql/base/1": "rows", "mail/cur/m1": "hello", "tmp/scratch": "not copied"})
+        dry = synco("run", "--as", "backup", "--dry-run", str(script))
+        assert dry.returncode == 0 and "would stage" in dry.stderr, dry.stderr
+        assert not (mountpoint / ".synco-staging").exists()
+        result = synco("run", "--as", "backup", "--json", str(script))
+        assert result.returncode == 0, result.stderr
+        snapshot = latest(roots["backup"])
+        assert (snapshot / "postgresql/base/1").read_text() == "rows"
+        assert (snapshot / "mail/cur/m1").read_text() == "hello"
+        assert not (snapshot / "tmp").exists()
+        (staged,) = json.loads(result.stdout)["staged"]
+        assert staged["origin"] == str(data) and staged["provider"] == "btrfs"
+        assert list((mountpoint / ".synco-staging").iterdir()) == []
+        listed = synco("--root", str(roots["backup"]), "list").stdout
+        assert f"staged {staged['at']}" in listed
