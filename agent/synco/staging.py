@@ -24,7 +24,7 @@ from synco import shell
 from synco.core import commands
 from synco.core import staging as rules
 from synco.core.errors import OperationError
-from synco.core.model import Directory, Script, Server, Staging
+from synco.core.model import Directory, Script, Server, Staging, StagingProvider
 from synco.core.paths import normalize_relative
 
 Runner = Callable[[Sequence[str], Mapping[str, str]], shell.Completed]
@@ -128,8 +128,15 @@ class Stager:
         at = self.clock()
         output = ""
         mark = len(self._undo)
+        # A signal between a step's success and its undo being noted would leave the view
+        # behind: SIGTERM and SIGINT wait for each step (not for an operator's own commands,
+        # which may take long; a view they leave is found by name on the next run).
+        hold = _signals_held if staging.provider != StagingProvider.COMMAND else contextlib.nullcontext
         for step in plan.create:
-            done = self.run(step.argv, env)
+            with hold():
+                done = self.run(step.argv, env)
+                if done.returncode == 0 and step.undo:
+                    self._undo.append((step.undo, env, plan.name))
             if done.returncode != 0:
                 self._unwind(mark)
                 raise OperationError(
@@ -137,8 +144,6 @@ class Stager:
                     f"exit {done.returncode}: {done.last_lines(3)}"
                 )
             output = done.stdout
-            if step.undo:
-                self._undo.append((step.undo, env, plan.name))
         path = plan.view or self._view_path(staging, env, output, mark, plan)
         view = View(plan, path, at)
         self.views.append(view)
