@@ -235,3 +235,13 @@ def test_a_good_staging_table_parses() -> None:
     assert found_problems == [] and script is not None
     assert script.server("db").staging == Staging(StagingProvider.LVM, volume="vg0/data", size="10%ORIGIN")
     assert script.directories[1].staging == Staging(StagingProvider.ZFS, dataset="tank/db")
+
+
+def test_views_inside_what_is_copied_are_refused_but_a_whole_system_may_hold_them() -> None:
+    text = SCRIPT.replace('volume = "vg0"\ncolour = "blue"', 'volume = "vg0/data"\nsnapshots = "/srv/.views"')
+    _, found_problems = parse_script(text)
+    (problem,) = [p for p in found_problems if p.key == "servers.db.staging.snapshots"]
+    assert problem.message == "/srv/.views is inside /srv, which is copied: the views would be copied too"
+    whole = text.replace('root = "/srv"', 'root = "/"', 1).replace('snapshots = "/srv/.views"', "")
+    _, found_problems = parse_script(whole)
+    assert not [p for p in found_problems if p.key == "servers.db.staging.snapshots"]

@@ -130,6 +130,15 @@ def _snapshots(staging: Staging, origin: str) -> str:
     return posixpath.join(posixpath.dirname(origin.rstrip("/")) or "/", BTRFS_SNAPSHOTS)
 
 
+def views_directory(staging: Staging, origin: str) -> str | None:
+    """Where the views of `origin` are made or mounted (None: the provider decides)."""
+    if staging.provider == StagingProvider.BTRFS:
+        return _snapshots(staging, origin)
+    if staging.provider == StagingProvider.LVM:
+        return staging.snapshots.rstrip("/") or LVM_MOUNTS
+    return None
+
+
 def _volume(staging: Staging) -> tuple[str, str]:
     group, _, volume = staging.volume.partition("/")
     return group, volume

@@ -29,7 +29,7 @@ from synco.core.paths import normalize_relative
 from synco.core.problems import Problem
 from synco.core.resolution import LOOPBACK, LocalIdentity, names_this_machine
 from synco.core.rsync import follows_target_symlinks, refusal
-from synco.core.staging import origin_of
+from synco.core.staging import live_path, origin_of, views_directory
 from synco.core.staging import problems as staging_problems
 
 MIN_RENEWALS = 3  # a lease lasts at least this many heartbeats
@@ -269,9 +269,19 @@ def _staging_problems(key: str, server: Server, directory: Directory | None) -> 
     for name, message in staging_problems(staging):
         yield Problem(f"{key}.{name}", message)
     try:
-        origin_of(staging, server, directory or Directory(".", staging=None))
+        origin = origin_of(staging, server, directory or Directory(".", staging=None))
     except ConfigError as error:
         yield Problem(f"{key}.origin", f"{server.name}: {error}" if directory is not None else str(error))
+        return
+    # Views inside what is copied would be copied too, by every reader of the live tree
+    # (a replica's pull included). A whole system ("/") excludes /run and the like anyway.
+    copied = live_path(server, directory) if directory is not None else server.root.rstrip("/") or "/"
+    views = views_directory(staging, origin)
+    if views is not None and copied != "/" and contains(copied, views):
+        yield Problem(
+            f"{key}.snapshots",
+            f"{views} is inside {copied}, which is copied: the views would be copied too",
+        )
 
 
 def _arguments_problems(key: str, arguments: tuple[str, ...]) -> Iterator[Problem]:
