@@ -346,3 +346,28 @@ def test_staging_over_ssh(
     (copy,) = json.loads(result.stdout)["copies"]
     assert any(staged["name"] in argument for argument in copy["command"])  # rsync read the view
     assert views(btrfs / ".synco-staging") == []
+
+
+def test_an_agents_backup_snapshot_cancelled_mid_copy_removes_its_view(tmp_path: Path) -> None:
+    """The agent stopping (its task cancelled) while rsync reads the view: the view goes too."""
+    source, views_dir = tmp_path / "db", tmp_path / "views"
+    write_tree(source, {f"f{i}": "x" * 200_000 for i in range(20)})
+    views_dir.mkdir()
+    script_path = staged_script(
+        tmp_path, source, tmp_path / "backups", command_staging(views_dir), arguments=SLOW
+    )
+    script = load(str(script_path))
+
+    async def cancelled() -> None:
+        task = asyncio.create_task(take_snapshot(script, script.server("db"), script.server("copy"), 1))
+        deadline = time.monotonic() + 30
+        while not rsyncs_under(tmp_path / "backups") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert views(views_dir), "the view exists while rsync copies"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled())
+    assert views(views_dir) == []
+    assert rsyncs_under(tmp_path / "backups") == []
