@@ -17,6 +17,7 @@ from synco.core.model import (
     Script,
     Server,
     Side,
+    Staging,
     command,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "Script",
     "Server",
     "Side",
+    "Staging",
     "__version__",
     "command",
     "main",

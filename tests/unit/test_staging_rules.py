@@ -245,3 +245,20 @@ def test_views_inside_what_is_copied_are_refused_but_a_whole_system_may_hold_the
     whole = text.replace('root = "/srv"', 'root = "/"', 1).replace('snapshots = "/srv/.views"', "")
     _, found_problems = parse_script(whole)
     assert not [p for p in found_problems if p.key == "servers.db.staging.snapshots"]
+
+
+def test_the_python_api_takes_a_staging() -> None:
+    import synco
+    from synco.loader import checked
+
+    script = synco.Script(
+        servers=[
+            synco.Server("db", "/srv", staging=synco.Staging("command", create=["mk"], destroy=["rm"])),
+            synco.Server("b", "/b"),
+        ],
+        directories=[synco.Directory(".")],
+        master="db",
+    )
+    assert checked(script).server("db").staging == Staging(
+        StagingProvider.COMMAND, create=("mk",), destroy=("rm",)
+    )
