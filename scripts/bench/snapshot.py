@@ -3,7 +3,10 @@
 rsnapshot is measured with its default configuration (rotation by `cp -al`) and with
 `link_dest 1` (rsync --link-dest, what synco does); synco with hard links on the same
 file system, and with its btrfs backend on a btrfs loop device (when run as root).
-Targets: ratio <= 1.0 with hard links; far below with btrfs.
+Staging: the same tree on a btrfs subvolume, backed up with hard links once as it is and
+once read from a read-only snapshot of it (`[servers.source.staging] provider = "btrfs"`):
+the cost of a point-in-time copy, as the ratio staged / unstaged.
+Targets: ratio <= 1.0 with hard links; far below with btrfs; staging close to 1.0.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ def rsnapshot_config(work: Path, name: str, source: Path, link_dest: bool) -> Pa
     return path
 
 
-def synco_script(work: Path, name: str, source: Path, target: Path, backend: str) -> Path:
+def synco_script(
+    work: Path, name: str, source: Path, target: Path, backend: str, staged: bool = False
+) -> Path:
     path = work / f"{name}.toml"
+    staging = '[servers.source.staging]\nprovider = "btrfs"\n' if staged else ""
     path.write_text(
         'master = "source"\n[method]\nname = "snapshot"\ndirection = "pull"\n'
         f'snapshot_backend = "{backend}"\narguments = ["--archive"]\n'
-        f'[servers.source]\nroot = "{source}"\n[servers.backup]\nroot = "{target}"\n'
+        f'[servers.source]\nroot = "{source}"\n{staging}[servers.backup]\nroot = "{target}"\n'
         '[[directories]]\npath = "."\n'
     )
     return path
@@ -106,7 +112,7 @@ def main() -> None:
         "rsnapshot_link_dest": rsnapshot("rsnapshot_link_dest", True),
         "synco": ((lambda: clean(work / "synco")), synco_run("synco", work / "synco", "hardlink")),
     }
-    with btrfs_mount(work, max(1024, options.megabytes * 4)) as mountpoint:
+    with btrfs_mount(work, max(1024, options.megabytes * 6)) as mountpoint:
         if mountpoint is not None:
             target = mountpoint / "backups"
 
@@ -123,6 +129,13 @@ def main() -> None:
                 reset_btrfs,
                 [*synco, str(synco_script(work, "btrfs", source, target, "btrfs"))],
             )
+            # the same tree on a subvolume: copied as it is, and from a read-only snapshot of it
+            live = mountpoint / "source"
+            subprocess.run(["btrfs", "subvolume", "create", str(live)], check=True, capture_output=True)
+            subprocess.run(["cp", "-a", f"{source}/.", str(live)], check=True)
+            for name, staged in (("synco_unstaged", False), ("synco_staged", True)):
+                script = synco_script(work, name, live, work / name, "hardlink", staged=staged)
+                candidates[name] = ((lambda n=name: clean(work / n)), [*synco, str(script)])
 
         pairs: dict[str, list[tuple[float, float]]] = {name: [] for name in candidates}
         runs = {name: (lambda n=name: pairs[n].append(first_and_unchanged(*candidates[n])) or 0.0)
@@ -140,6 +153,10 @@ def main() -> None:
                     out[f"{candidate}/{reference}"] = round(
                         figures[candidate]["median_s"] / figures[reference]["median_s"], 3
                     )
+        if "synco_staged" in figures:
+            out["synco_staged/synco_unstaged"] = round(
+                figures["synco_staged"]["median_s"] / figures["synco_unstaged"]["median_s"], 3
+            )
         return out
 
     emit(
@@ -149,7 +166,7 @@ def main() -> None:
             "bytes": sum(p.stat().st_size for p in source.rglob("*") if p.is_file()),
             "first_run": {"seconds": first, "ratios": ratios(first)},
             "no_change_run": {"seconds": unchanged, "ratios": ratios(unchanged)},
-            "target": "synco/rsnapshot <= 1.0 with hard links; far below with btrfs",
+            "target": "synco/rsnapshot <= 1.0 with hard links; far below with btrfs; staged/unstaged ~1",
         },
     )
 
