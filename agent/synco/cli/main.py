@@ -10,7 +10,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from synco import __version__
+from synco import __version__, staged_run
 from synco.cli import check, dns, list_snapshots, master, mount, prune, rotate, run, verify
 from synco.cli.output import emit_json, error, flushed, leave_quietly, reader_gone
 from synco.core.errors import EXIT_FAILED, EXIT_USAGE, ConfigError, SyncoError, Terminated
@@ -47,8 +47,20 @@ def build_parser(with_script: bool = True) -> argparse.ArgumentParser:
         ("master", master, "show which server is the master, and why"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        if with_script:
-            sub.add_argument("script", metavar="SCRIPT", help="backup script (.toml or .py)")
+        if with_script and name == "run":
+            sub.add_argument(
+                "script",
+                metavar="SCRIPT",
+                nargs="+",
+                help="backup script (.toml or .py); several run one after another; or one plan "
+                "file (TOML with a top-level `stages` array) of stages of scripts",
+            )
+        elif with_script:
+            sub.add_argument(
+                "script",
+                metavar="SCRIPT",
+                help="backup script (.toml or .py)" + (", or a plan" if name == "check" else ""),
+            )
         module.add_arguments(sub)
     dns.add_arguments(
         commands.add_parser(
@@ -110,6 +122,13 @@ def _dispatch(arguments: argparse.Namespace, script: Script | None) -> int:
         return mount.unmount(arguments)
     if arguments.command == "dns":
         return dns.command(load(arguments.script), arguments)
+    if arguments.command == "run" and script is None:
+        scripts = list(arguments.script)
+        if len(scripts) > 1 or staged_run.is_plan_file(Path(scripts[0])):
+            return staged_run.command(scripts, arguments)
+        arguments.script = scripts[0]
+    if arguments.command == "check" and script is None and staged_run.is_plan_file(Path(arguments.script)):
+        return staged_run.check_command(Path(arguments.script), arguments)
     if arguments.command == "check":
         if script is not None:
             checked(script)
