@@ -204,3 +204,33 @@ def test_staged_backup_reads_a_btrfs_snapshot_of_the_master(tmp_path: Path, sshd
         assert list((mountpoint / ".synco-staging").iterdir()) == []
         listed = synco("--root", str(roots["backup"]), "list").stdout
         assert f"staged {staged['at']}" in listed
+
+
+def test_nightly_plan_runs_its_stages(tmp_path: Path, sshd: Sshd) -> None:
+    """The plan as written, beside its three example scripts pointed at the local sshd."""
+    masters = {"backup-pull.toml": "web", "server-backup.toml": "server", "server-snapshots.toml": "db"}
+    backups = {}
+    for example, master in masters.items():
+        roots = {master: tmp_path / f"{master} root", "backup": tmp_path / f"{example} backups"}
+        text = localize(
+            (EXAMPLES / example).read_text(), sshd, {master: "127.0.0.1", "backup": "localhost"}, roots
+        )
+        text = text.replace('["synco", ', f'["{SYNCO}", ')
+        (tmp_path / example).write_text(text)
+        tree = {"etc/hostname": master, "srv/www/a": "1", "home/u/notes": "n", "var/backups/old.tar": "t"}
+        write_tree(roots[master], tree)
+        backups[example] = roots["backup"]
+    plan = tmp_path / "nightly-plan.toml"
+    plan.write_text((EXAMPLES / "nightly-plan.toml").read_text())
+    assert synco("check", str(plan)).returncode == 0
+    result = synco("run", "--as", "backup", "--json", str(plan), timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [(r["script"], r["stage"], r["result"]) for r in report["scripts"]] == [
+        ("backup-pull.toml", "local", "ok"),
+        ("server-backup.toml", "local", "ok"),
+        ("server-snapshots.toml", "snapshots", "ok"),
+    ]
+    assert read_tree(backups["backup-pull.toml"])["srv/www/a"] == "1"
+    assert read_tree(backups["server-backup.toml"])["home/u/notes"] == "n"
+    assert (latest(backups["server-snapshots.toml"]) / "etc/hostname").read_text() == "db"

@@ -152,7 +152,8 @@ def test_the_summary_table_lines_up() -> None:
             Row("offsite.toml", "offsite", Result.SKIPPED, None, "", "needs local to succeed (local failed)"),
         ]
     )
-    header, first, second = lines
+    header, first, second, why = lines
     assert header.split() == ["script", "stage", "result", "duration", "copied"]
     assert first.index("1.2 s") == header.index("duration") and first.index("1/1") == header.index("copied")
-    assert second.endswith("skipped (needs local to succeed (local failed))")  # no trailing blanks
+    assert second == "offsite.toml  offsite  skipped"  # no trailing blanks
+    assert why == "offsite.toml: skipped: needs local to succeed (local failed)"

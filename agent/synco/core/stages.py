@@ -236,20 +236,19 @@ def human(size: int) -> str:
 
 
 def table(rows: list[Row]) -> list[str]:
-    """The summary printed at the end of a staged run."""
+    """The summary printed at the end of a staged run: one line per script, then why each
+    one that did not succeed did not (its first line)."""
     header = ("script", "stage", "result", "duration", "copied")
     cells = [header] + [
-        (
-            r.script,
-            r.stage,
-            r.result.value + (f" ({r.reason})" if r.reason else ""),
-            "" if r.duration is None else f"{r.duration:.1f} s",
-            r.copied,
-        )
+        (r.script, r.stage, r.result.value, "" if r.duration is None else f"{r.duration:.1f} s", r.copied)
         for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return [
+    lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in cells
     ]
+    for row in rows:
+        if row.reason:
+            lines.append(f"{row.script}: {row.result.value}: {row.reason.splitlines()[0]}")
+    return lines
