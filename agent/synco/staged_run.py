@@ -227,6 +227,7 @@ class StagedRun:
 
     def stop(self) -> None:
         """Stop every running script (SIGTERM to its session, SIGKILL after STOP_GRACE)."""
+        self._reap()  # those that ended on their own keep their own result
         for child in self._running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.process.pid, signal.SIGTERM)
