@@ -260,6 +260,14 @@ def test_the_winner_catches_up_from_a_priority_0_replica_that_is_ahead(build: Bu
     newest = {f"{first}/newest-{i}": "only s03 pulled it" for i in range(3)}
     hosts.write(first, newest)
     hosts.wait(lambda: newest.items() <= hosts.tree("s03").items(), "s03 pulled the newest files")
+
+    def recorded() -> bool:  # (the files land before the pull ends and s03 records it)
+        master, s03 = hosts.status(first), hosts.status("s03")
+        if master is None or s03 is None:
+            return False
+        return s03.local.heartbeat.generation >= master.local.heartbeat.generation
+
+    hosts.wait(recorded, "s03 recorded the master's newest generation")
     # the master's host is lost, not only its agent: its sshd would serve the newest files
     hosts.cut(first)
     hosts.kill(first)
