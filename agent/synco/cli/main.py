@@ -20,17 +20,6 @@ from synco.loader import checked, load
 DESCRIPTION = "Synco keeps servers in sync and backed up with rsync."
 
 
-PLAN_HELP = (
-    "A plan file is a TOML file with a top-level `stages` array (a backup script has "
-    "`servers`): stages run in order, the scripts of a stage side by side (at most `parallel` "
-    "at once); a stage with `after` runs only once those stages succeeded (`when = "
-    '"always"`: once they are done). Each script runs as its own `synco run SCRIPT --json`; '
-    "--dry-run shows the order and runs each script's own dry run; --json prints the summary "
-    "as JSON. Exit 0 if every script succeeded, 1 if one failed or was skipped, 2 for a plan "
-    "with problems (nothing runs), 143/130 when stopped by SIGTERM/SIGINT."
-)
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
@@ -53,28 +42,24 @@ def build_parser(with_script: bool = True) -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module, help_text in (
-        ("run", run, "run a backup script once, several one after another, or a plan of stages"),
-        ("check", check, "validate a backup script or a plan and list every problem"),
+        ("run", run, "run a backup script once"),
+        ("check", check, "validate a backup script and list every problem"),
         ("master", master, "show which server is the master, and why"),
     ):
-        sub = commands.add_parser(
-            name, help=help_text, description=help_text, epilog=PLAN_HELP if name == "run" else None
-        )
+        sub = commands.add_parser(name, help=help_text, description=help_text)
         if with_script and name == "run":
             sub.add_argument(
                 "script",
                 metavar="SCRIPT",
                 nargs="+",
-                help="backup script (.toml or .py); several run one after another, every one of "
-                "them, with a summary at the end; or one plan file: a TOML file with a top-level "
-                "`stages` array (a backup script has `servers`) of stages of scripts",
+                help="backup script (.toml or .py); several run one after another; or one plan "
+                "file (TOML with a top-level `stages` array) of stages of scripts",
             )
         elif with_script:
             sub.add_argument(
                 "script",
                 metavar="SCRIPT",
-                help="backup script (.toml or .py)"
-                + (", or a plan (a TOML file with a top-level `stages` array)" if name == "check" else ""),
+                help="backup script (.toml or .py)" + (", or a plan" if name == "check" else ""),
             )
         module.add_arguments(sub)
     dns.add_arguments(
