@@ -26,7 +26,7 @@ from synco.core.resolution import CurrentDecision, MasterDecision, is_local
 from synco.core.root_paths import Side, unmounted
 from synco.core.rsync import Features, Verdict, classify, describe_exit, parse_stats
 from synco.core.snapshot_names import METADATA_DIR
-from synco.core.staging import staging_of
+from synco.core.staging import InView, staging_of
 from synco.core.transfer import Transfer, path_in, plan_transfer
 from synco.events import Scope, fire
 from synco.lock import snapshot_lock
@@ -72,7 +72,7 @@ class Execution:
         self.features = features or local_features()
         self._has_previous: dict[str, bool] = {}  # target -> has a `latest` to hard-link to
         self._nanoseconds: dict[tuple[str, str], bool] = {}  # (target, path) -> keeps them
-        self._sources: dict[str, str] = {}  # directory -> where rsync reads it (a staged view)
+        self._sources: dict[str, InView] = {}  # directory -> where rsync reads it (a staged view)
         self._views: list[staging.View] = []
         self.report = RunReport(
             script=script.source,
@@ -170,13 +170,18 @@ class Execution:
         else:
             runner = staging.runner_on(self.master, self.is_local(self.master))
             identity = staging.identity_of(self.script, self.current.server)
-            with staging.Stager(runner, identity, self.master.name, self.log, self.dry_run) as stager:
-                self._sources = staging.stage(stager, self.master, self.script.directories)
-                self._views = stager.views
-                self.report.staged = [view.record() for view in stager.views]
-                results = [self._run_target(target) for target in targets]
-            for failure in stager.failures:
-                self._failure(failure)
+            stager = staging.Stager(runner, identity, self.master.name, self.log, self.dry_run)
+            try:
+                with stager:
+                    self._sources = staging.stage(
+                        stager, self.master, self.script.directories, self.script.method.arguments
+                    )
+                    self._views = stager.views
+                    self.report.staged = [view.record() for view in stager.views]
+                    results = [self._run_target(target) for target in targets]
+            finally:
+                for failure in stager.failures:  # a view left behind, also when the run failed
+                    self._failure(failure)
         failed = results.count(False)
         if failed:
             raise ChildrenFailed(f"{failed} of {len(targets)} target(s) failed")
@@ -291,8 +296,8 @@ class Execution:
         """Why this copy must not run now (a symlink on the directory's path on either side,
         or an unmounted source or target), or None: checked just before every copy, since
         an earlier copy of the run can have put a symlink there. One ssh command per remote side."""
-        for server, side in ((transfer.master, Side.SOURCE), (transfer.target, Side.TARGET)):
-            paths = transfer.guarded_paths(side)
+        for side in (Side.SOURCE, Side.TARGET):
+            server, paths = transfer.guarded_server(side), transfer.guarded_paths(side)
             refusal = root_guard.check(server, transfer.directory, paths, side, local=self.is_local(server))
             if refusal is not None:
                 return refusal

@@ -103,12 +103,41 @@ def _pump(stream: object, sink: list[bytes], echo: bool) -> None:
 
 
 def terminate_group(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it outlives `grace` seconds."""
+    """SIGTERM the process group, then SIGKILL what of it outlives `grace` seconds. Waits
+    for the whole group, not only its leader: a local rsync's receiver and generator can
+    outlive the sender by a moment, still writing."""
+    deadline = time.monotonic() + grace
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if _group_alive(process.pid) or process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        until = time.monotonic() + grace
+        while _group_alive(process.pid) and time.monotonic() < until:
+            time.sleep(0.02)
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of `group` still runs (zombies do not: they write nothing, and
+    whoever adopted them reaps them in its own time)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+    return True

@@ -40,9 +40,20 @@ if name in ("lvs", "zfs") and argv[1] in ("--noheadings", "list"):
         sys.stdout.write(open(listing).read())
 elif name == "mount":
     emulate(argv[-1])
+    with open(os.path.join(os.path.dirname(sys.argv[0]), "mounts"), "a") as mounts:
+        mounts.write(argv[-2] + " " + argv[-1] + "\\n")
 elif name == "umount":
-    for entry in os.listdir(argv[-1]):
-        path = os.path.join(argv[-1], entry)
+    try:
+        with open(os.path.join(os.path.dirname(sys.argv[0]), "mounts")) as mounts:
+            table = dict(line.split() for line in mounts if line.strip())
+    except FileNotFoundError:
+        table = dict()
+    point = table.get(argv[-1], argv[-1])  # a device, or a mount point
+    if not os.path.isdir(point):
+        sys.stderr.write("umount: " + argv[-1] + ": not mounted\\n")
+        sys.exit(32)
+    for entry in os.listdir(point):
+        path = os.path.join(point, entry)
         shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
 elif name == "zfs" and argv[1] == "snapshot":
     emulate(os.path.join(origin, ".zfs", "snapshot", argv[-1].split("@", 1)[1]))
@@ -159,8 +170,10 @@ def test_lvm_with_recording_stand_ins_removes_a_crashed_runs_snapshot_and_report
     fake.listing.write_text(f"  {left}|synco_staging\n  {foreign}|\n  data|\n  {other}\n")
     result = synco("run", str(script), env=fake.env)
     assert result.returncode == 0, result.stderr
-    mount = str(tmp_path / "mnt" / left)
-    assert fake.commands()[1:3] == [["umount", "--", mount], ["lvremove", "--yes", f"vg0/{left}"]]
+    assert fake.commands()[1:3] == [
+        ["umount", "--", f"/dev/vg0/{left}"],
+        ["lvremove", "--yes", f"vg0/{left}"],
+    ]
     assert f"removed {left} on db, left by an earlier run" in result.stderr
     assert f"{foreign} is at one of Synco's names but is an LV without the synco_staging tag" in result.stderr
     assert not any(foreign in argv[-1] or "0000abcd" in argv[-1] for argv in fake.commands()[1:])

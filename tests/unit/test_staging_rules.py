@@ -12,9 +12,12 @@ from synco.core.errors import ConfigError
 from synco.core.model import Directory, Server, Staging, StagingProvider
 from synco.core.staging import (
     Found,
+    Nested,
     Step,
     found,
     is_this_scripts,
+    made_by,
+    nested_in,
     origin_of,
     plan,
     problems,
@@ -24,6 +27,7 @@ from synco.core.staging import (
     stage_name,
     staging_of,
     survey_argv,
+    uncovered,
 )
 
 WHEN = datetime(2026, 12, 2, 8, 30, 5, tzinfo=UTC)
@@ -33,9 +37,12 @@ BTRFS = Staging(StagingProvider.BTRFS)
 def test_names_tell_the_script_and_machine_apart() -> None:
     one, other = stage_id("/etc/synco/a.toml", "db1"), stage_id("/etc/synco/a.toml", "backup1")
     assert one != other and len(one) == 8
-    name = stage_name(one, WHEN, 2)
-    assert name == f"synco-stage-{one}-20261202T083005Z-2"
+    name = stage_name(one, WHEN, 4242, 2)
+    assert name == f"synco-stage-{one}-20261202T083005Z-4242-2"
     assert is_this_scripts(name, one) and not is_this_scripts(name, other)
+    assert made_by(name) == (WHEN, 4242)
+    assert made_by(f"synco-stage-{one}-20261202T083005Z-2") is None  # an earlier version's: no process
+    assert made_by(f"synco-stage-{one}-garbage-1-2") is None
 
 
 def test_the_directorys_staging_comes_before_the_servers() -> None:
@@ -84,13 +91,13 @@ def test_the_source_in_the_view_keeps_the_path_below_the_origin() -> None:
 def test_btrfs_snapshots_read_only_beside_the_origin_and_deletes_it() -> None:
     made = plan(BTRFS, "/mnt/pool/data", "synco-stage-x-1")
     assert made.view == "/mnt/pool/.synco-staging/synco-stage-x-1"
-    assert made.create == (
-        Step(("mkdir", "-p", "--", "/mnt/pool/.synco-staging")),
-        Step(
-            ("btrfs", "subvolume", "snapshot", "-r", "/mnt/pool/data", made.view),
-            undo=("btrfs", "subvolume", "delete", made.view),
-        ),
+    ready, snapshot, check = made.create
+    assert ready.argv[-1] == "/mnt/pool/.synco-staging" and ready.undo is None  # private, checked
+    assert snapshot == Step(
+        ("btrfs", "subvolume", "snapshot", "-r", "/mnt/pool/data", made.view),
+        undo=("btrfs", "subvolume", "delete", made.view),
     )
+    assert check.argv[-1] == made.view  # a subvolume's top, not something put at its name
     elsewhere = plan(Staging(StagingProvider.BTRFS, snapshots="/mnt/pool/snaps/"), "/mnt/pool/data", "n")
     assert elsewhere.view == "/mnt/pool/snaps/n"
 
@@ -113,7 +120,7 @@ def test_lvm_creates_tags_mounts_and_undoes_in_reverse() -> None:
 
 def test_zfs_marks_its_snapshot_and_reads_dot_zfs() -> None:
     staging = Staging(StagingProvider.ZFS, dataset="tank/data")
-    name = stage_name("abcd1234", WHEN, 1)
+    name = stage_name("abcd1234", WHEN, 7, 1)
     made = plan(staging, "/tank/data", name)
     assert made.create == (
         Step(
@@ -136,10 +143,22 @@ def test_the_command_provider_is_given_the_name_and_origin() -> None:
 def test_a_survey_finds_this_scripts_views_and_tells_synco_made_ones_from_others() -> None:
     me = "abcd1234"
     mine, other = f"synco-stage-{me}-20261202T083005Z-1", "synco-stage-99999999-20261202T083005Z-1"
-    btrfs = f"ro=true {mine}\nnone synco-stage-{me}-plain\nro=true {other}\n"
+    btrfs = (
+        f"origin U1\nro=true U1 {mine}\nnone - synco-stage-{me}-plain\nro=true U1 {other}\n"
+        f"link - synco-stage-{me}-link\nro=true U2 synco-stage-{me}-elsewhere\n"
+    )
     assert found(BTRFS, me, btrfs) == [
         Found(mine, True),
         Found(f"synco-stage-{me}-plain", False, "not a read-only btrfs snapshot"),
+        Found(f"synco-stage-{me}-link", False, "a symlink"),
+        Found(
+            f"synco-stage-{me}-elsewhere",
+            False,
+            "a read-only btrfs snapshot of another subvolume than the origin",
+        ),
+    ]
+    assert found(BTRFS, me, f"origin \nro=true - {mine}\n") == [
+        Found(mine, False, "a read-only btrfs snapshot of another subvolume than the origin")
     ]
     lvm = Staging(StagingProvider.LVM, volume="vg0/data")
     listing = f"  data|\n  {mine}|synco_staging,backup\n  synco-stage-{me}-x|\n"
@@ -156,10 +175,69 @@ def test_a_leftover_lvm_view_is_unmounted_if_it_still_is_then_removed() -> None:
     lvm = Staging(StagingProvider.LVM, volume="vg0/data", snapshots="/mnt/stage")
     steps = removal(lvm, "/srv", "n")
     assert [(s.argv, s.tolerated) for s in steps] == [
-        (("umount", "--", "/mnt/stage/n"), True),
+        (("umount", "--", "/dev/vg0/n"), True),
         (("rmdir", "--", "/mnt/stage/n"), True),
         (("lvremove", "--yes", "vg0/n"), False),
     ]
+
+
+PROBE = """origin /mnt/pool/data
+self data
+sub data/db
+sub data/www/uploads
+sub data/sp ace
+mount /
+mount /mnt/pool/data/www/cache
+mount /mnt/pool/data/mail\\040box
+mount /mnt/pool/database
+mount /mnt/pool/.synco-staging/synco-stage-x
+"""
+
+
+def test_file_systems_nested_below_the_origin_are_found() -> None:
+    assert nested_in(PROBE) == [
+        Nested("db", "btrfs subvolume"),
+        Nested("mail box", "mount"),
+        Nested("sp ace", "btrfs subvolume"),
+        Nested("www/cache", "mount"),
+        Nested("www/uploads", "btrfs subvolume"),
+    ]
+    top = "origin /mnt/pool\nself /\nsub data\nsub data/db\n"
+    assert nested_in(top) == [Nested("data", "btrfs subvolume"), Nested("data/db", "btrfs subvolume")]
+
+
+@pytest.mark.parametrize(
+    ("live", "arguments", "left"),
+    [
+        ("/mnt/pool/data", [], ["db", "mail box", "sp ace", "www/cache", "www/uploads"]),
+        ("/mnt/pool/data/www", [], ["cache", "uploads"]),
+        ("/mnt/pool/data/www", ["--exclude=/cache/"], ["uploads"]),
+        ("/mnt/pool/data/www", ["--exclude", "cache", "--exclude=/up*/***"], []),
+        ("/mnt/pool/data", ["--exclude=/www"], ["db", "mail box", "sp ace"]),
+        ("/mnt/pool/data", ["--exclude=/cache"], ["db", "mail box", "sp ace", "www/cache", "www/uploads"]),
+        (
+            "/mnt/pool/data",
+            ["--exclude=www/cache", "--exclude=**/uploads"],
+            ["db", "mail box", "sp ace", "www/uploads"],
+        ),
+        ("/mnt/pool/data", ["-x"], []),
+        ("/mnt/pool/data/mail box", [], []),
+    ],
+)
+def test_a_nested_file_system_must_be_left_out_of_the_copy(
+    live: str, arguments: list[str], left: list[str]
+) -> None:
+    nested = nested_in(PROBE)
+    assert [n.path for n in uncovered(nested, BTRFS, "/mnt/pool/data", live, arguments)] == left
+
+
+def test_synco_s_own_views_are_not_nested_file_systems() -> None:
+    nested = [Nested(".synco-staging/v", "btrfs subvolume"), Nested(".zfs/snapshot/v", "mount")]
+    assert uncovered(
+        nested, Staging(StagingProvider.BTRFS, snapshots="/srv/.synco-staging"), "/srv", "/srv", []
+    ) == [Nested(".zfs/snapshot/v", "mount")]
+    zfs = Staging(StagingProvider.ZFS, dataset="tank/srv")
+    assert uncovered(nested, zfs, "/srv", "/srv", []) == [Nested(".synco-staging/v", "btrfs subvolume")]
 
 
 @pytest.mark.parametrize(

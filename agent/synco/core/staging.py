@@ -2,11 +2,17 @@
 
 rsync then reads the view instead of the live tree, so that a copy is a point-in-time copy
 (a database's files, a mail spool, a tree renamed mid-copy). Every view is named
-`synco-stage-ID-STAMP-N`: ID tells the script and the machine that made it (two runs of
-one script from two machines never touch each other's views), so that a view a crashed
-run left behind is found by name on the next run of the same script and removed. A
-thing at such a name that Synco did not make (not a read-only btrfs snapshot, an LV
-without Synco's tag, a ZFS snapshot without Synco's property) is reported, never removed.
+`synco-stage-ID-STAMP-PID-N`: ID tells the script and the machine that made it (two runs of
+one script from two machines never touch each other's views) and PID the process, so that
+a view a crashed run left behind is found by name on the next run of the same script and
+removed, while one that a run still going is reading is left alone. A thing at such a name
+that Synco did not make (not a read-only btrfs snapshot of the origin, an LV without
+Synco's tag, a ZFS snapshot without Synco's property) is reported, never removed.
+
+A snapshot holds one file system: a btrfs subvolume, a mount or a child dataset below a
+copied path is an empty directory in the view, and a copy with --delete would empty it on
+every target. `nested_probe_argv` looks for them before any view is made, and `uncovered`
+says which the copy does not leave out on purpose (an --exclude, or --one-file-system).
 
 Each creation step carries the step that undoes it: the adapter (synco.staging) undoes,
 in reverse, exactly what succeeded, on success, failure and interruption alike.
@@ -14,11 +20,13 @@ in reverse, exactly what succeeded, on success, failure and interruption alike.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from synco.core.errors import ConfigError
 from synco.core.model import Directory, Server, Staging, StagingProvider
@@ -40,6 +48,10 @@ class Step:
     argv: tuple[str, ...]
     undo: tuple[str, ...] | None = None
     tolerated: bool = False
+    label: str = ""  # what a message calls it, instead of its argv (a shell script)
+
+    def describe(self) -> str:
+        return self.label or " ".join(self.argv)
 
 
 @dataclass(frozen=True)
@@ -77,8 +89,24 @@ def stage_id(source: str, runner: str) -> str:
     return hashlib.sha256(f"{source}\0{runner}".encode()).hexdigest()[:8]
 
 
-def stage_name(identity: str, when: datetime, index: int) -> str:
-    return f"{PREFIX}{identity}-{when.strftime('%Y%m%dT%H%M%SZ')}-{index}"
+STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def stage_name(identity: str, when: datetime, pid: int, index: int) -> str:
+    return f"{PREFIX}{identity}-{when.strftime(STAMP)}-{pid}-{index}"
+
+
+def made_by(name: str) -> tuple[datetime, int] | None:
+    """When, and by which process, a view at one of Synco's names was made (None: a name
+    of an earlier version, without the process, or not Synco's form)."""
+    parts = name[len(PREFIX) :].split("-")
+    if not name.startswith(PREFIX) or len(parts) != 4 or not parts[2].isdigit():
+        return None
+    try:
+        when = datetime.strptime(parts[1], STAMP).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return when, int(parts[2])
 
 
 def is_this_scripts(name: str, identity: str) -> bool:
@@ -113,11 +141,28 @@ def live_path(master: Server, directory: Directory) -> str:
     return root if relative in ("", ".") else posixpath.join(root, relative)
 
 
+@dataclass(frozen=True)
+class InView:
+    """A live path as rsync reads it in a view: `below` (relative, "." for the view's top)
+    inside the view at `view`."""
+
+    view: str
+    below: str
+
+    @property
+    def path(self) -> str:
+        full = self.view if self.below == "." else posixpath.join(self.view, self.below)
+        return full.rstrip("/") + "/"
+
+
+def in_view(origin: str, view: str, live: str) -> InView:
+    """Where `live` (a path at or below `origin`) is in the view of `origin` at `view`."""
+    return InView(view, posixpath.relpath(live, origin))
+
+
 def source_in_view(origin: str, view: str, live: str) -> str:
     """Where `live` (a path at or below `origin`) is in the view, with a trailing slash."""
-    below = posixpath.relpath(live, origin)
-    full = view if below == "." else posixpath.join(view, below)
-    return full.rstrip("/") + "/"
+    return in_view(origin, view, live).path
 
 
 def _within(path: str, ancestor: str) -> bool:
@@ -158,8 +203,9 @@ def plan(staging: Staging, origin: str, name: str) -> StagePlan:
         directory = _snapshots(staging, origin)
         view = posixpath.join(directory, name)
         steps: tuple[Step, ...] = (
-            Step(("mkdir", "-p", "--", directory)),
+            Step(("sh", "-c", BTRFS_SNAPSHOTS_READY, "sh", directory), label=f"readying {directory}"),
             Step(("btrfs", "subvolume", "snapshot", "-r", origin, view), undo=_btrfs_delete(view)),
+            Step(("sh", "-c", BTRFS_VIEW_MADE, "sh", view), label=f"checking {view}"),
         )
         return StagePlan(staging, name, origin, steps, view, env)
     if provider == StagingProvider.LVM:
@@ -191,6 +237,24 @@ def plan(staging: Staging, origin: str, name: str) -> StagePlan:
     return StagePlan(staging, name, origin, (Step(staging.create, undo=staging.destroy),), None, env)
 
 
+# The views' directory is made private to the user running Synco; one that is a symlink,
+# someone else's, or writable by others is refused: whoever could write there could put a
+# directory of their own at a view's name and have rsync copy it (and --delete with it).
+BTRFS_SNAPSHOTS_READY = (
+    'd=$1; no() { echo "$d $1: refusing to make views there" >&2; exit 1; }; '
+    '[ -L "$d" ] && no "is a symlink"; mkdir -p -m 0700 -- "$d" || exit 1; [ -L "$d" ] && no "is a symlink"; '
+    'set -- $(stat -c "%u %a" -- "$d") || exit 1; '
+    '[ "$1" = "$(id -u)" ] || no "is owned by uid $1, not $(id -u)"; '
+    '[ $((0$2 & 022)) -eq 0 ] || no "is writable by others (mode $2)"'
+)
+# A subvolume's top directory is inode 256: anything else at the view's name is not the
+# snapshot just made.
+BTRFS_VIEW_MADE = (
+    '[ ! -L "$1" ] && [ "$(stat -c %i -- "$1")" = 256 ] || '
+    '{ echo "$1 is not the snapshot just made: refusing to read it" >&2; exit 1; }'
+)
+
+
 def _btrfs_delete(path: str) -> tuple[str, ...]:
     return ("btrfs", "subvolume", "delete", path)
 
@@ -202,9 +266,15 @@ def _zfs_mark(name: str) -> str:
 
 # -- what an earlier run left behind -----------------------------------------------------------
 
+# One line per thing at this script's names: "ro=true|none PARENT-UUID|- NAME", after a
+# first line "origin UUID" (a symlink is "link - NAME": never followed, never removed).
 BTRFS_SURVEY = (
-    'cd "$1" 2>/dev/null || exit 0; for n in "$2"*; do [ -e "$n" ] || continue; '
-    'printf "%s %s\\n" "$(btrfs property get -ts "$n" ro 2>/dev/null || echo none)" "$n"; done'
+    'u() { btrfs subvolume show "$1" 2>/dev/null | sed -n "s/^[[:space:]]*$2:[[:space:]]*//p" | head -n1; }; '
+    'printf "origin %s\\n" "$(u "$3" UUID)"; '
+    'cd "$1" 2>/dev/null || exit 0; for n in "$2"*; do '
+    '[ -L "$n" ] && { printf "link - %s\\n" "$n"; continue; }; [ -e "$n" ] || continue; '
+    'p=$(u "$n" "Parent UUID"); '
+    'printf "%s %s %s\\n" "$(btrfs property get -ts "$n" ro 2>/dev/null || echo none)" "${p:--}" "$n"; done'
 )
 
 
@@ -214,7 +284,7 @@ def survey_argv(staging: Staging, origin: str, identity: str) -> tuple[str, ...]
     provider = staging.provider
     prefix = f"{PREFIX}{identity}-"
     if provider == StagingProvider.BTRFS:
-        return ("sh", "-c", BTRFS_SURVEY, "sh", _snapshots(staging, origin), prefix)
+        return ("sh", "-c", BTRFS_SURVEY, "sh", _snapshots(staging, origin), prefix, origin)
     if provider == StagingProvider.LVM:
         group, _ = _volume(staging)
         return ("lvs", "--noheadings", "--separator", "|", "-o", "lv_name,lv_tags", group)
@@ -228,13 +298,23 @@ def found(staging: Staging, identity: str, output: str) -> list[Found]:
     """What the survey's output says is at this script's names."""
     results: list[Found] = []
     provider = staging.provider
+    origin_uuid = ""
     for line in output.splitlines():
         if not line.strip():
             continue
         if provider == StagingProvider.BTRFS:
-            mark, _, name = line.partition(" ")
-            ours = mark.strip() == "ro=true"
-            why = "" if ours else "not a read-only btrfs snapshot"
+            if line.startswith("origin "):
+                origin_uuid = line.split(" ", 1)[1].strip()
+                continue
+            mark, _, rest = line.partition(" ")
+            parent, _, name = rest.partition(" ")
+            if mark == "link":
+                ours, why = False, "a symlink"
+            elif mark.strip() != "ro=true":
+                ours, why = False, "not a read-only btrfs snapshot"
+            else:
+                ours = bool(origin_uuid) and parent == origin_uuid
+                why = "" if ours else "a read-only btrfs snapshot of another subvolume than the origin"
         elif provider == StagingProvider.LVM:
             name, _, tags = line.strip().partition("|")
             ours = LVM_TAG in tags.split(",")
@@ -260,14 +340,134 @@ def removal(staging: Staging, origin: str, name: str) -> tuple[Step, ...]:
     if provider == StagingProvider.LVM:
         group, _ = _volume(staging)
         mount = posixpath.join(staging.snapshots.rstrip("/") or LVM_MOUNTS, name)
-        return (
-            Step(("umount", "--", mount), tolerated=True),
+        return (  # unmounted by its device: another staging of the VG may mount elsewhere
+            Step(("umount", "--", f"/dev/{group}/{name}"), tolerated=True),
             Step(("rmdir", "--", mount), tolerated=True),
             Step(("lvremove", "--yes", f"{group}/{name}")),
         )
     if provider == StagingProvider.ZFS:
         return (Step(("zfs", "destroy", f"{staging.dataset}@{name}")),)
     return (Step(staging.destroy),)
+
+
+# -- file systems nested below a copied path -----------------------------------------------
+
+# Lines: "origin REALPATH", for btrfs "self PATH" (the origin subvolume's path from the
+# file system's top) and "sub PATH" per subvolume directly in it, then "mount POINT" per
+# mount of the master (escaped as in mountinfo).
+NESTED_PROBE = (
+    'o=$(readlink -f -- "$1") || { echo "$1: cannot resolve" >&2; exit 1; }; printf "origin %s\\n" "$o"; '
+    'if [ "$2" = btrfs ]; then '
+    'if s=$(btrfs subvolume show "$o" 2>/dev/null); then '  # else the snapshot says what is wrong
+    'printf "self %s\\n" "$(printf "%s\\n" "$s" | head -n 1)"; '
+    'l=$(btrfs subvolume list -o "$o") || exit 1; '
+    'printf "%s\\n" "$l" | sed -n "s/^ID [0-9]* gen [0-9]* top level [0-9]* path /sub /p"; fi; fi; '
+    'while read -r _ _ _ _ m _; do printf "mount %s\\n" "$m"; done < /proc/self/mountinfo'
+)
+
+
+def nested_probe_argv(staging: Staging, origin: str) -> tuple[str, ...] | None:
+    """The command that lists the file systems nested below `origin` (None: the `command`
+    provider's view is the operator's to make whole)."""
+    if staging.provider == StagingProvider.COMMAND:
+        return None
+    return ("sh", "-c", NESTED_PROBE, "sh", origin, staging.provider.value)
+
+
+@dataclass(frozen=True)
+class Nested:
+    """A file system below the origin that its view does not hold: `path` relative to the origin."""
+
+    path: str
+    kind: str  # "btrfs subvolume" or "mount"
+
+
+def _unescape_mount(point: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
+
+
+def nested_in(output: str) -> list[Nested]:
+    """What the probe's output says is nested below the origin, outermost first."""
+    origin, own = "", ""
+    nested: list[Nested] = []
+    for line in output.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "origin":
+            origin = value.rstrip("/") or "/"
+        elif key == "self":
+            own = value.strip().strip("/")
+            own = "" if own in ("", "<FS_TREE>") else own
+        elif key == "sub" and value:
+            path = value.strip("/")
+            below = path[len(own) + 1 :] if own and path.startswith(own + "/") else path if not own else ""
+            if below:
+                nested.append(Nested(below, "btrfs subvolume"))
+        elif key == "mount" and origin:
+            point = _unescape_mount(value)
+            if point != origin and _within(point, origin):
+                nested.append(Nested(posixpath.relpath(point, origin), "mount"))
+    return sorted(set(nested), key=lambda n: (n.path.count("/"), n.path))
+
+
+def uncovered(
+    nested: Sequence[Nested], staging: Staging, origin: str, live: str, arguments: Sequence[str]
+) -> list[Nested]:
+    """The nested file systems inside `live` (a copied path at or below `origin`) that the
+    copy, with rsync `arguments`, does not leave out: an --exclude rule that matches them or
+    a directory above them, or --one-file-system. Synco's own views are not counted."""
+    if any(a in ("-x", "--one-file-system") for a in arguments):
+        return []
+    below = posixpath.relpath(live, origin)
+    patterns = _excludes(arguments)
+    views = views_directory(staging, origin)
+    if staging.provider == StagingProvider.ZFS:
+        views = posixpath.join(origin, ".zfs")  # its snapshots, mounted when read
+    left: list[Nested] = []
+    for item in nested:
+        full = posixpath.join(origin, item.path)
+        if views is not None and _within(full, views):
+            continue
+        if below == ".":
+            inside = item.path
+        elif item.path.startswith(below + "/"):
+            inside = item.path[len(below) + 1 :]
+        else:
+            continue
+        if not any(_excluded(inside, pattern) for pattern in patterns):
+            left.append(Nested(inside, item.kind))
+    return left
+
+
+def _excludes(arguments: Sequence[str]) -> list[str]:
+    patterns: list[str] = []
+    for index, argument in enumerate(arguments):
+        if argument.startswith("--exclude="):
+            patterns.append(argument.split("=", 1)[1])
+        elif argument == "--exclude" and index + 1 < len(arguments):
+            patterns.append(arguments[index + 1])
+    return patterns
+
+
+def _excluded(path: str, pattern: str) -> bool:
+    """Whether rsync's exclude `pattern` leaves out `path` (relative to the copied
+    directory), or a directory above it. Conservative: a pattern it cannot read (`**`)
+    counts as not matching, so that the copy is refused rather than emptied."""
+    for suffix in ("/***", "/"):
+        if pattern.endswith(suffix):
+            pattern = pattern[: -len(suffix)]
+            break
+    if not pattern or "**" in pattern or "[" in pattern:
+        return False
+    parts = path.split("/")
+    wanted = pattern.lstrip("/").split("/")
+    # anchored: from the copied directory; else at any depth (rsync matches the end of
+    # each path it walks, at a "/")
+    starts = [0] if pattern.startswith("/") else range(len(parts))
+    for start in starts:
+        window = parts[start : start + len(wanted)]
+        if len(window) == len(wanted) and all(map(fnmatch.fnmatchcase, window, wanted)):
+            return True
+    return False
 
 
 def environment(staging: Staging, name: str, origin: str) -> dict[str, str]:

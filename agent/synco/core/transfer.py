@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from synco.core.commands import remote_argv, rsync_location, ssh_argv
 from synco.core.errors import ConfigError
@@ -15,6 +15,7 @@ from synco.core.paths import normalize_relative
 from synco.core.root_paths import Side, components
 from synco.core.rsync import Features, follows_target_symlinks, refusal
 from synco.core.snapshot_names import IN_PROGRESS, LATEST
+from synco.core.staging import InView
 
 
 @dataclass(frozen=True)
@@ -29,13 +30,22 @@ class Transfer:
     argv: tuple[str, ...]
     into: str | None = None  # the target's copy is in this snapshot directory of its root
     link_dest: bool = False  # rsync also reads the target's `latest/` copy (--link-dest)
+    staged: InView | None = None  # rsync reads the master's directory in this view
+
+    def guarded_server(self, side: Side) -> Server:
+        """`side`'s server, with the root its guarded paths start from: a staged source's
+        is its view (rsync walks the view, not the live tree)."""
+        if side == Side.TARGET:
+            return self.target
+        return self.master if self.staged is None else replace(self.master, root=self.staged.view)
 
     def guarded_paths(self, side: Side) -> list[str]:
         """The paths below `side`'s root that must not be symlinks for this copy: those that
-        lead to the directory, and on the target those of the snapshot it writes into and
-        of the `latest/` copy it reads (`latest` itself is a symlink by design)."""
+        lead to the directory (in its view, when staged), and on the target those of the
+        snapshot it writes into and of the `latest/` copy it reads (`latest` itself is a
+        symlink by design)."""
         if side == Side.SOURCE:
-            return components(self.directory)
+            return components(self.directory if self.staged is None else self.staged.below)
         in_latest = [posixpath.join(LATEST, c) for c in components(self.directory)]
         if self.into == LATEST:
             return in_latest
@@ -69,7 +79,7 @@ def plan_transfer(
     verify: bool = False,
     link_dest: bool = True,
     nanoseconds: bool = False,
-    source: str | None = None,
+    source: InView | None = None,
 ) -> Transfer:
     """The rsync command that makes `target`'s copy of `directory` equal to the master's.
 
@@ -134,9 +144,9 @@ def plan_transfer(
     def location(server: Server, full: str) -> str:
         return full if shared or server is runs_on else rsync_location(server, full)
 
-    read = source or path_in(master, path)
+    read = source.path if source is not None else path_in(master, path)
     argv += ["--", location(master, read), location(target, path_in(target, path, into))]
-    return Transfer(master, target, path, runs_on, is_local(runs_on), tuple(argv), into, linked)
+    return Transfer(master, target, path, runs_on, is_local(runs_on), tuple(argv), into, linked, source)
 
 
 def _refuse_following_arguments(arguments: list[str], path: str) -> None:

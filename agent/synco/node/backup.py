@@ -94,7 +94,9 @@ async def _take(
             lambda line: log.info("%s: %s", me.name, line),
         )
         try:
-            sources = await _finish(asyncio.to_thread(stage, stager, master, script.directories))
+            sources = await _finish(
+                asyncio.to_thread(stage, stager, master, script.directories, script.method.arguments)
+            )
             failure = await copy_all(
                 snapshotting, master, me, link_dest=store.latest_name() is not None, sources=sources
             )

@@ -18,6 +18,7 @@ from synco.core.paths import normalize_relative
 from synco.core.resolution import CurrentDecision, is_local
 from synco.core.root_paths import Side
 from synco.core.rsync import Verdict, classify, describe_exit
+from synco.core.staging import InView
 from synco.core.transfer import Transfer, path_in, plan_transfer
 from synco.root_guard import check_async
 from synco.rsync_probe import keeps_nanoseconds, local_features
@@ -100,7 +101,7 @@ async def copy_all(
     master: Server,
     me: Server,
     link_dest: bool = True,
-    sources: Mapping[str, str] | None = None,
+    sources: Mapping[str, InView] | None = None,
 ) -> str | None:
     """Copy every directory of `script` from `master` into `me` with its method, rsync
     running here; what went wrong, or None. Each copy first checks the directory's path on
@@ -147,7 +148,7 @@ async def guard(transfer: Transfer, *, master_is_local: bool) -> str | None:
     have put a symlink there."""
     source = transfer.guarded_paths(Side.SOURCE)
     refusal = await check_async(
-        transfer.master, transfer.directory, source, Side.SOURCE, local=master_is_local
+        transfer.guarded_server(Side.SOURCE), transfer.directory, source, Side.SOURCE, local=master_is_local
     )
     if refusal is None:
         target = transfer.guarded_paths(Side.TARGET)
