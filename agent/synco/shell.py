@@ -140,4 +140,3 @@ def _group_alive(group: int) -> bool:
         if len(fields) > 2 and int(fields[2]) == group and fields[0] not in (b"Z", b"X"):
             return True
     return False
-    return True

@@ -155,9 +155,9 @@ class Stager:
                     )
             self.log(f"removed {leftover.name} on {self.server}, left by an earlier run")
 
-    def nested(self, staging: Staging, origin: str) -> list[rules.Nested]:
+    def nested(self, staging: Staging, origin: str, root: str) -> list[rules.Nested]:
         """The file systems nested below `origin` on the master (see synco.core.staging)."""
-        argv = rules.nested_probe_argv(staging, origin)
+        argv = rules.nested_probe_argv(staging, origin, root)
         if argv is None:
             return []
         done = self.run(argv, {})
@@ -301,7 +301,7 @@ def stage(
     probed: dict[tuple[Staging, str], list[rules.Nested]] = {}
     for directory, staging, origin in needed:
         if (staging, origin) not in probed:
-            probed[(staging, origin)] = stager.nested(staging, origin)
+            probed[(staging, origin)] = stager.nested(staging, origin, master.root)
         live = rules.live_path(master, directory)
         for item in rules.uncovered(
             probed[(staging, origin)], staging, origin, live, [*arguments, *directory.arguments]

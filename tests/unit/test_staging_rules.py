@@ -97,7 +97,7 @@ def test_btrfs_snapshots_read_only_beside_the_origin_and_deletes_it() -> None:
         ("btrfs", "subvolume", "snapshot", "-r", "/mnt/pool/data", made.view),
         undo=("btrfs", "subvolume", "delete", made.view),
     )
-    assert check.argv[-1] == made.view  # a subvolume's top, not something put at its name
+    assert check.argv[-2:] == (made.view, "/mnt/pool/data")  # the origin's read-only snapshot
     elsewhere = plan(Staging(StagingProvider.BTRFS, snapshots="/mnt/pool/snaps/"), "/mnt/pool/data", "n")
     assert elsewhere.view == "/mnt/pool/snaps/n"
 
@@ -204,6 +204,9 @@ def test_file_systems_nested_below_the_origin_are_found() -> None:
     ]
     top = "origin /mnt/pool\nself /\nsub data\nsub data/db\n"
     assert nested_in(top) == [Nested("data", "btrfs subvolume"), Nested("data/db", "btrfs subvolume")]
+    elsewhere = "origin /mnt/pool/data\nself data\nsub /abs/data/db\n"  # a form it cannot read
+    (unplaced,) = nested_in(elsewhere)
+    assert uncovered([unplaced], BTRFS, "/mnt/pool/data", "/mnt/pool/data/www", []) == [unplaced]
 
 
 @pytest.mark.parametrize(
@@ -220,8 +223,12 @@ def test_file_systems_nested_below_the_origin_are_found() -> None:
             ["--exclude=www/cache", "--exclude=**/uploads"],
             ["db", "mail box", "sp ace", "www/uploads"],
         ),
-        ("/mnt/pool/data", ["-x"], []),
-        ("/mnt/pool/data/mail box", [], []),
+        ("/mnt/pool/data", ["-x"], ["mail box", "www/cache"]),  # a mount is on the view's device
+        ("/mnt/pool/data", ["-ax", "--exclude=/mail*", "--exclude=cache/"], []),
+        ("/mnt/pool/data/www", ["--include=/cache/", "--exclude=*"], ["cache", "uploads"]),
+        ("/mnt/pool/data/www", ["--exclude=/cache/", "--delete-excluded"], ["cache", "uploads"]),
+        ("/mnt/pool/data/mail box", [], ["."]),  # the copied path is a mount: empty in the view
+        ("/mnt/pool/data/db/x", ["--exclude=/x"], ["."]),  # below a subvolume
     ],
 )
 def test_a_nested_file_system_must_be_left_out_of_the_copy(
@@ -232,12 +239,22 @@ def test_a_nested_file_system_must_be_left_out_of_the_copy(
 
 
 def test_synco_s_own_views_are_not_nested_file_systems() -> None:
-    nested = [Nested(".synco-staging/v", "btrfs subvolume"), Nested(".zfs/snapshot/v", "mount")]
+    nested = [
+        Nested(".synco-staging/synco-stage-v", "btrfs subvolume"),
+        Nested(".zfs/snapshot/synco-stage-v", "mount"),
+    ]
     assert uncovered(
         nested, Staging(StagingProvider.BTRFS, snapshots="/srv/.synco-staging"), "/srv", "/srv", []
-    ) == [Nested(".zfs/snapshot/v", "mount")]
+    ) == [Nested(".zfs/snapshot/synco-stage-v", "mount")]
     zfs = Staging(StagingProvider.ZFS, dataset="tank/srv")
-    assert uncovered(nested, zfs, "/srv", "/srv", []) == [Nested(".synco-staging/v", "btrfs subvolume")]
+    assert uncovered(nested, zfs, "/srv", "/srv", []) == [
+        Nested(".synco-staging/synco-stage-v", "btrfs subvolume")
+    ]
+    # a views directory that is the origin itself leaves out only Synco's own names
+    everything = Staging(StagingProvider.BTRFS, snapshots="/srv")
+    assert uncovered([Nested("db", "btrfs subvolume")], everything, "/srv", "/srv", []) == [
+        Nested("db", "btrfs subvolume")
+    ]
 
 
 @pytest.mark.parametrize(

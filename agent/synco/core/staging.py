@@ -205,7 +205,7 @@ def plan(staging: Staging, origin: str, name: str) -> StagePlan:
         steps: tuple[Step, ...] = (
             Step(("sh", "-c", BTRFS_SNAPSHOTS_READY, "sh", directory), label=f"readying {directory}"),
             Step(("btrfs", "subvolume", "snapshot", "-r", origin, view), undo=_btrfs_delete(view)),
-            Step(("sh", "-c", BTRFS_VIEW_MADE, "sh", view), label=f"checking {view}"),
+            Step(("sh", "-c", BTRFS_VIEW_MADE, "sh", view, origin), label=f"checking {view}"),
         )
         return StagePlan(staging, name, origin, steps, view, env)
     if provider == StagingProvider.LVM:
@@ -250,8 +250,11 @@ BTRFS_SNAPSHOTS_READY = (
 # A subvolume's top directory is inode 256: anything else at the view's name is not the
 # snapshot just made.
 BTRFS_VIEW_MADE = (
-    '[ ! -L "$1" ] && [ "$(stat -c %i -- "$1")" = 256 ] || '
-    '{ echo "$1 is not the snapshot just made: refusing to read it" >&2; exit 1; }'
+    'u() { btrfs subvolume show "$1" 2>/dev/null | sed -n "s/^[[:space:]]*$2:[[:space:]]*//p" | head -n1; }; '
+    '[ ! -L "$1" ] && [ "$(stat -c %i -- "$1")" = 256 ] && '
+    '[ "$(btrfs property get -ts "$1" ro 2>/dev/null)" = ro=true ] && '
+    '[ -n "$(u "$2" UUID)" ] && [ "$(u "$1" "Parent UUID")" = "$(u "$2" UUID)" ] || '
+    '{ echo "$1 is not the read-only snapshot of $2 just made: refusing to read it" >&2; exit 1; }'
 )
 
 
@@ -271,7 +274,8 @@ def _zfs_mark(name: str) -> str:
 BTRFS_SURVEY = (
     'u() { btrfs subvolume show "$1" 2>/dev/null | sed -n "s/^[[:space:]]*$2:[[:space:]]*//p" | head -n1; }; '
     'printf "origin %s\\n" "$(u "$3" UUID)"; '
-    'cd "$1" 2>/dev/null || exit 0; for n in "$2"*; do '
+    '[ -L "$1" ] && { echo "$1 is a symlink: refusing to look for views there" >&2; exit 1; }; '
+    'cd -P "$1" 2>/dev/null || exit 0; for n in "$2"*; do '
     '[ -L "$n" ] && { printf "link - %s\\n" "$n"; continue; }; [ -e "$n" ] || continue; '
     'p=$(u "$n" "Parent UUID"); '
     'printf "%s %s %s\\n" "$(btrfs property get -ts "$n" ro 2>/dev/null || echo none)" "${p:--}" "$n"; done'
@@ -356,6 +360,9 @@ def removal(staging: Staging, origin: str, name: str) -> tuple[Step, ...]:
 # file system's top) and "sub PATH" per subvolume directly in it, then "mount POINT" per
 # mount of the master (escaped as in mountinfo).
 NESTED_PROBE = (
+    # an origin below the root must be reached through no symlink (a snapshot follows one)
+    'p=$1; while [ "${#p}" -gt "${#3}" ]; do [ -L "$p" ] && '
+    '{ echo "$p is a symlink: refusing to stage through it" >&2; exit 1; }; p=$(dirname -- "$p"); done; '
     'o=$(readlink -f -- "$1") || { echo "$1: cannot resolve" >&2; exit 1; }; printf "origin %s\\n" "$o"; '
     'if [ "$2" = btrfs ]; then '
     'if s=$(btrfs subvolume show "$o" 2>/dev/null); then '  # else the snapshot says what is wrong
@@ -366,12 +373,13 @@ NESTED_PROBE = (
 )
 
 
-def nested_probe_argv(staging: Staging, origin: str) -> tuple[str, ...] | None:
-    """The command that lists the file systems nested below `origin` (None: the `command`
-    provider's view is the operator's to make whole)."""
+def nested_probe_argv(staging: Staging, origin: str, root: str) -> tuple[str, ...] | None:
+    """The command that lists the file systems nested below `origin`, having checked that
+    no path from the master's `root` down to an origin below it is a symlink (None: the
+    `command` provider's view is the operator's to make whole)."""
     if staging.provider == StagingProvider.COMMAND:
         return None
-    return ("sh", "-c", NESTED_PROBE, "sh", origin, staging.provider.value)
+    return ("sh", "-c", NESTED_PROBE, "sh", origin, staging.provider.value, root.rstrip("/") or "/")
 
 
 @dataclass(frozen=True)
@@ -380,6 +388,10 @@ class Nested:
 
     path: str
     kind: str  # "btrfs subvolume" or "mount"
+
+
+UNPLACED = "btrfs subvolume that cannot be placed below the origin"
+SUBVOLUME = "btrfs subvolume"
 
 
 def _unescape_mount(point: str) -> str:
@@ -399,9 +411,12 @@ def nested_in(output: str) -> list[Nested]:
             own = "" if own in ("", "<FS_TREE>") else own
         elif key == "sub" and value:
             path = value.strip("/")
-            below = path[len(own) + 1 :] if own and path.startswith(own + "/") else path if not own else ""
-            if below:
-                nested.append(Nested(below, "btrfs subvolume"))
+            if not own:
+                nested.append(Nested(path, "btrfs subvolume"))
+            elif path.startswith(own + "/"):
+                nested.append(Nested(path[len(own) + 1 :], "btrfs subvolume"))
+            else:  # not where the origin is said to be: refused rather than guessed at
+                nested.append(Nested(path, UNPLACED))
         elif key == "mount" and origin:
             point = _unescape_mount(value)
             if point != origin and _within(point, origin):
@@ -412,30 +427,80 @@ def nested_in(output: str) -> list[Nested]:
 def uncovered(
     nested: Sequence[Nested], staging: Staging, origin: str, live: str, arguments: Sequence[str]
 ) -> list[Nested]:
-    """The nested file systems inside `live` (a copied path at or below `origin`) that the
-    copy, with rsync `arguments`, does not leave out: an --exclude rule that matches them or
-    a directory above them, or --one-file-system. Synco's own views are not counted."""
-    if any(a in ("-x", "--one-file-system") for a in arguments):
-        return []
+    """The nested file systems at, above or inside `live` (a copied path at or below
+    `origin`) that the copy, with rsync `arguments`, does not leave out. One at or above the
+    copied path cannot be left out (its path is "." then). One inside is left out by an
+    --exclude rule that matches it or a directory above it (any --include or filter rule,
+    or --delete-excluded, and excludes count for nothing: the order of rules decides), and
+    a btrfs subvolume also by --one-file-system (in a view it is on another device; a mount
+    is not, so that rsync would walk into it and delete). Synco's own views are not counted."""
     below = posixpath.relpath(live, origin)
-    patterns = _excludes(arguments)
+    patterns = [] if _rules_reorder(arguments) else _excludes(arguments)
+    one_file_system = any(_one_file_system(a) for a in arguments)
     views = views_directory(staging, origin)
     if staging.provider == StagingProvider.ZFS:
-        views = posixpath.join(origin, ".zfs")  # its snapshots, mounted when read
+        views = posixpath.join(origin, ".zfs", "snapshot")  # its snapshots, mounted when read
     left: list[Nested] = []
     for item in nested:
         full = posixpath.join(origin, item.path)
-        if views is not None and _within(full, views):
+        if (
+            views is not None
+            and posixpath.dirname(full) == views
+            and posixpath.basename(full).startswith(PREFIX)
+        ):
             continue
-        if below == ".":
+        if item.kind == UNPLACED:
+            left.append(item)
+            continue
+        if below == "." or item.path == below or below.startswith(item.path + "/"):
+            if below != ".":  # the copied path itself, or one above it
+                left.append(Nested(".", f"{item.kind} at {full}, above or at the copied path"))
+                continue
             inside = item.path
         elif item.path.startswith(below + "/"):
             inside = item.path[len(below) + 1 :]
         else:
             continue
+        if item.kind == SUBVOLUME and one_file_system:
+            continue
         if not any(_excluded(inside, pattern) for pattern in patterns):
             left.append(Nested(inside, item.kind))
     return left
+
+
+def _one_file_system(argument: str) -> bool:
+    if argument in ("-x", "--one-file-system"):
+        return True
+    # a cluster of short options (-ax); one taking a value (-e, -f, ...) ends the cluster
+    return bool(re.fullmatch(r"-[aAcDgHlogprtuvzxXSWPqi]+", argument)) and "x" in argument
+
+
+REORDERING = (
+    "--include",
+    "--include-from",
+    "--filter",
+    "--files-from",
+    "--exclude-from",
+    "--delete-excluded",
+)
+
+
+def _rules_reorder(arguments: Sequence[str]) -> bool:
+    """Whether filter rules other than plain excludes, or --delete-excluded, are present."""
+    for argument in arguments:
+        name = argument.split("=", 1)[0]
+        if name in (
+            "--include",
+            "--include-from",
+            "--filter",
+            "--files-from",
+            "--exclude-from",
+            "--delete-excluded",
+        ):
+            return True
+        if re.fullmatch(r"-[a-zA-Z]*[fF][a-zA-Z]*", argument) or argument.startswith("-f"):
+            return True
+    return False
 
 
 def _excludes(arguments: Sequence[str]) -> list[str]:
